@@ -1,0 +1,190 @@
+"""`pix2pix train | predict | export | evaluate`.
+
+Heavy modules (torch, torchvision) are imported inside each command so `--help` is instant.
+Every config field is also a flag (`--epochs 5`, `--crop-size 128`, `--direction BtoA`);
+`--config FILE` reads a YAML or JSON file with `data`, `model` and `train` sections first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from .config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig, section_from_dict
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML/JSON file with data/model/train sections (e.g. params.yaml)")
+    for section, cls in SECTIONS.items():
+        group = parser.add_argument_group(f"{section} options")
+        for f in fields(cls):
+            default = f.default
+            group.add_argument(
+                f"--{f.name.replace('_', '-')}",
+                dest=f"{section}.{f.name}",
+                default=None,
+                metavar=type(default).__name__.upper(),
+                help=f"default: {default}",
+            )
+
+
+def _read_config_file(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    text = path.read_text()
+    if path.suffix.lower() == ".json":
+        return json.loads(text)
+    try:
+        import yaml
+    except ImportError:
+        raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or pass a .json file") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+
+
+def _config_from_args(args: argparse.Namespace) -> Config:
+    base = _read_config_file(args.config) if args.config else {}
+    sections = {}
+    for section, cls in SECTIONS.items():
+        values = {k: v for k, v in (base.get(section) or {}).items() if k in {f.name for f in fields(cls)}}
+        for f in fields(cls):
+            flag = getattr(args, f"{section}.{f.name}")
+            if flag is not None:
+                values[f.name] = flag
+        sections[section] = section_from_dict(cls, values, section)
+    return Config(**sections).validate()
+
+
+def _split_dirs(root: Path, val: Path | None) -> tuple[Path, Path | None]:
+    """`root/train` (+ `root/val`) when present, else `root` itself."""
+    if (root / "train").is_dir():
+        val = val or next((root / s for s in ("val", "test") if (root / s).is_dir()), None)
+        return root / "train", val
+    return root, val
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _config_from_args(args)
+    from .callbacks import SampleSaver
+    from .data import PairedDataset
+    from .train import Trainer
+
+    train_dir, val_dir = _split_dirs(args.data, args.val)
+    train = PairedDataset(train_dir, cfg.data, train=True)
+    val = PairedDataset(val_dir, cfg.data, train=False) if val_dir else None
+    trainer = Trainer(cfg, train, args.out, val_data=val, callbacks=[SampleSaver(args.out / "samples")], resume=not args.no_resume)
+    print(f"training on {len(train)} pairs from {train_dir} ({trainer.device}), checkpoints in {args.out}", file=sys.stderr)
+    summary = trainer.fit(max_steps=args.max_steps)
+    print(json.dumps(summary))
+    return 130 if summary["status"] == "interrupted" else 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import load_runner, predict_paths
+
+    runner = load_runner(args.model, device=args.device, keep_dropout=args.keep_dropout)
+    written = predict_paths(runner, args.input, args.output)
+    print(f"wrote {len(written)} image(s) to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_generator
+
+    report = export_generator(args.checkpoint, args.out, formats=tuple(args.formats.split(",")))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import csv
+
+    from .data import PairedDataset, collate
+    from .metrics import evaluate
+    from .predict import load_runner
+
+    runner = load_runner(args.model, device=args.device)
+    cfg = Config.from_dict(runner.config)
+    data = PairedDataset(args.data, cfg.data, train=False)
+    batches = (collate([data[i] for i in range(j, min(j + 8, len(data)))]) for j in range(0, len(data), 8))
+    means, rows = evaluate(runner, batches)
+    means["count"] = len(rows)
+    text = json.dumps(means, indent=2)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    if args.per_image:
+        args.per_image.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.per_image, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    print(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pix2pix", description="pix2pix image-to-image translation (Isola et al. 2017)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a generator/discriminator pair on paired images")
+    p.add_argument("--data", type=Path, required=True, help="folder of A|B images or with A/ B/ subfolders; or with train/ (and val/) inside")
+    p.add_argument("--val", type=Path, help="validation folder (default: DATA/val or DATA/test when DATA/train exists)")
+    p.add_argument("--out", type=Path, required=True, help="folder for checkpoints (last.pt) and sample grids")
+    p.add_argument("--max-steps", type=int, help="stop (with a checkpoint) after this many steps in total")
+    p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="translate an image or a folder of images of any size")
+    p.add_argument("--model", type=Path, required=True, help="checkpoint (.pt), TorchScript (.ts) or ONNX (.onnx) file")
+    p.add_argument("--input", type=Path, required=True, help="image file or folder")
+    p.add_argument("--output", type=Path, required=True, help="output folder (or file, for a single image)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (checkpoint and TorchScript models)")
+    p.add_argument("--keep-dropout", action="store_true", help="keep dropout active, as in the paper's test-time noise")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="export the generator to TorchScript and ONNX with a parity check")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--formats", default="torchscript,onnx", help="comma-separated: torchscript, onnx")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("evaluate", help="L1 / PSNR / SSIM of a model on a folder of pairs")
+    p.add_argument("--model", type=Path, required=True, help="checkpoint, TorchScript or ONNX file")
+    p.add_argument("--data", type=Path, required=True, help="folder of A|B images or with A/ B/ subfolders")
+    p.add_argument("--out", type=Path, help="write the mean metrics as JSON here")
+    p.add_argument("--per-image", type=Path, help="write one CSV row per image here")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except ConfigError as e:
+        print(f"pix2pix {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # library errors are one line that names the file and the fix
+        from .errors import USER_ERRORS
+
+        if isinstance(e, USER_ERRORS):
+            print(f"pix2pix {args.command}: error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

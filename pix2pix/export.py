@@ -1,0 +1,151 @@
+"""Export the generator to TorchScript and ONNX, each checked against eager PyTorch.
+
+Both exports take any batch size and any height/width that is a multiple of the network's
+2**depth. The training config travels inside each file (TorchScript extra file, ONNX
+metadata) so `predict` knows the channels and size multiple without the checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import atomic_write_bytes
+from .networks import UNetGenerator
+
+PARITY_TOLERANCE = 1e-4
+CONFIG_KEY = "pix2pix_config"
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def _parity_inputs(g: UNetGenerator, input_nc: int, crop_size: int) -> list[torch.Tensor]:
+    """Random inputs at the training size and at a different batch and aspect ratio."""
+    gen = torch.Generator().manual_seed(0)
+    m = g.multiple
+    shapes = [(1, input_nc, crop_size, crop_size), (2, input_nc, crop_size, crop_size + m)]
+    return [torch.rand(s, generator=gen) * 2 - 1 for s in shapes]
+
+
+def _max_diff(runner, g: UNetGenerator, inputs: list[torch.Tensor]) -> float:
+    diff = 0.0
+    with torch.no_grad():
+        for x in inputs:
+            diff = max(diff, float((runner(x) - g(x)).abs().max()))
+    return diff
+
+
+def _check(kind: str, path: Path, diff: float, tolerance: float) -> None:
+    if not diff <= tolerance:
+        raise ExportError(f"{path}: {kind} output differs from PyTorch by {diff:.3g} (> {tolerance}); the export is not trustworthy")
+
+
+def export_torchscript(g: UNetGenerator, config: dict, path: Path | str, tolerance: float = PARITY_TOLERANCE) -> dict[str, Any]:
+    """Trace + freeze (BatchNorm folded into convolutions); returns {"path", "max_abs_diff"}."""
+    path = Path(path)
+    g = g.cpu().eval()
+    inputs = _parity_inputs(g, config["data"]["input_nc"], config["data"]["crop_size"])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = torch.jit.freeze(torch.jit.trace(g, inputs[0]))
+        buffer = io.BytesIO()
+        torch.jit.save(module, buffer, _extra_files={CONFIG_KEY: json.dumps(config), "multiple": str(g.multiple)})
+    atomic_write_bytes(path, buffer.getvalue())
+    loaded, _, _ = load_torchscript(path)
+    diff = _max_diff(loaded, g, inputs)
+    _check("TorchScript", path, diff, tolerance)
+    return {"path": str(path), "max_abs_diff": diff}
+
+
+def load_torchscript(path: Path | str, device: str | torch.device = "cpu"):
+    extra = {CONFIG_KEY: "", "multiple": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    return module.eval(), json.loads(extra[CONFIG_KEY]), int(extra["multiple"])
+
+
+def export_onnx(g: UNetGenerator, config: dict, path: Path | str, opset: int = 17, tolerance: float = PARITY_TOLERANCE) -> dict[str, Any]:
+    """ONNX with dynamic batch/height/width, checked with onnxruntime."""
+    try:
+        import onnx
+    except ImportError:
+        raise ExportError("ONNX export needs the onnx extra: pip install 'pix2pix-pipeline[onnx]'") from None
+    path = Path(path)
+    g = g.cpu().eval()
+    inputs = _parity_inputs(g, config["data"]["input_nc"], config["data"]["crop_size"])
+    buffer = io.BytesIO()
+    dynamic = {0: "batch", 2: "height", 3: "width"}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # The TorchScript-based exporter handles symbolic H/W through the U-Net's skips;
+        # torch.export (dynamo=True) specialises them to the example size.
+        torch.onnx.export(
+            g, (inputs[0],), buffer, dynamo=False, opset_version=opset,
+            input_names=["input"], output_names=["output"],
+            dynamic_axes={"input": dynamic, "output": dynamic},
+        )
+    model = onnx.load_from_string(buffer.getvalue())
+    for key, value in ((CONFIG_KEY, json.dumps(config)), ("multiple", str(g.multiple))):
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    onnx.checker.check_model(model)
+    atomic_write_bytes(path, model.SerializeToString())
+    diff = _max_diff(OnnxGenerator(path), g, inputs)
+    _check("ONNX", path, diff, tolerance)
+    return {"path": str(path), "max_abs_diff": diff, "opset": opset}
+
+
+class OnnxGenerator:
+    """Runs an exported generator with onnxruntime on torch tensors."""
+
+    def __init__(self, path: Path | str, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ExportError("running .onnx files needs onnxruntime: pip install 'pix2pix-pipeline[onnx]'") from None
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if CONFIG_KEY not in meta:
+            raise ExportError(f"{path}: not a pix2pix ONNX export (no {CONFIG_KEY} metadata); export it with `pix2pix export`")
+        self.config = json.loads(meta[CONFIG_KEY])
+        self.multiple = int(meta["multiple"])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {"input": x.detach().cpu().float().numpy()})[0]
+        return torch.from_numpy(out)
+
+
+def export_generator(checkpoint: Path | str, out_dir: Path | str, formats=("torchscript", "onnx")) -> dict[str, Any]:
+    """Write `generator.pt` (weights + config) and the requested formats into `out_dir`.
+
+    Returns a report with each file and its parity result, for model cards and logs.
+    """
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .predict import generator_from_state
+
+    out_dir = Path(out_dir)
+    state = load_checkpoint(checkpoint)
+    g, cfg = generator_from_state(state)
+    config = cfg.to_dict()
+    weights = out_dir / "generator.pt"
+    save_checkpoint({"generator": g.state_dict(), "config": config, "step": state.get("step", 0), "format": 1}, weights)
+    report: dict[str, Any] = {"generator": str(weights), "step": state.get("step", 0), "multiple": g.multiple}
+    unknown = set(formats) - {"torchscript", "onnx"}
+    if unknown:
+        raise ExportError(f"unknown export format(s) {sorted(unknown)}; use torchscript and/or onnx")
+    if "torchscript" in formats:
+        report["torchscript"] = export_torchscript(g, config, out_dir / "generator.ts")
+    if "onnx" in formats:
+        report["onnx"] = export_onnx(g, config, out_dir / "generator.onnx")
+    return report
