@@ -153,7 +153,10 @@ class PairedDataset(Dataset):
     """
 
     def __init__(self, pairs: Sequence[Pair] | str | Path, cfg: DataConfig, train: bool = True):
-        self.pairs = discover_pairs(Path(pairs)) if isinstance(pairs, (str, Path)) else list(pairs)
+        if isinstance(pairs, (str, Path)):
+            self.pairs = discover_pairs(Path(pairs))
+        else:  # Pair objects, or paths of combined A|B images
+            self.pairs = [p if isinstance(p, Pair) else Pair(Path(p)) for p in pairs]
         if not self.pairs:
             raise ImageError("empty dataset: no pairs given")
         self.cfg = cfg

@@ -219,6 +219,9 @@ class Trainer:
             collate_fn=collate,
             pin_memory=self.device.type == "cuda",
             persistent_workers=cfg.train.num_workers > 0,
+            # Its own generator: otherwise each new iterator draws from the global RNG, and a
+            # resumed run (new iterator mid-epoch) would drift from a straight one.
+            generator=torch.Generator().manual_seed(cfg.train.seed),
         )
         self.steps_per_epoch = math.ceil(len(train_data) / cfg.train.batch_size)
         self.total_epochs = cfg.train.epochs + cfg.train.epochs_decay

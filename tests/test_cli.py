@@ -1,0 +1,79 @@
+"""End to end, as a user runs it: the installed CLI in a temp dir on a tiny generated dataset."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_train_predict_export_evaluate(tmp_path, synthetic_root):
+    run = tmp_path / "run"
+    r = run_cli(
+        "train", "--data", synthetic_root, "--out", run, "--epochs", 1, "--epochs-decay", 1,
+        "--crop-size", 32, "--load-size", 36, "--ngf", 8, "--ndf", 8, "--batch-size", 2,
+        "--direction", "BtoA", "--sample-every", 2,
+    )
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["status"] == "finished" and summary["step"] == 6 and summary["epoch"] == 2
+    assert (run / "last.pt").is_file() and (run / "samples" / "latest.png").is_file()
+    assert "epoch 2/2" in r.stderr
+
+    # Running again resumes at the end: nothing left to do, same step.
+    r = run_cli("train", "--data", synthetic_root, "--out", run, "--epochs", 1, "--epochs-decay", 1,
+                "--crop-size", 32, "--load-size", 36, "--ngf", 8, "--ndf", 8, "--batch-size", 2, "--direction", "BtoA")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["step"] == 6
+
+    r = run_cli("export", "--checkpoint", run / "last.pt", "--out", run / "export")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["onnx"]["max_abs_diff"] <= 1e-4 and report["torchscript"]["max_abs_diff"] <= 1e-4
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    Image.new("RGB", (50, 37), (0, 85, 255)).save(inputs / "facade label.png")
+    for model in ("last.pt", "export/generator.onnx"):
+        out = tmp_path / "pred" / model.replace("/", "_")
+        r = run_cli("predict", "--model", run / model, "--input", inputs, "--output", out)
+        assert r.returncode == 0, r.stderr
+        assert Image.open(out / "facade label.png").size == (50, 37)
+
+    r = run_cli("evaluate", "--model", run / "export/generator.ts", "--data", synthetic_root / "test",
+                "--out", tmp_path / "m.json", "--per-image", tmp_path / "m.csv")
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["count"] == 3 and 0 < metrics["l1"] < 1 and metrics["psnr"] > 0
+    assert len((tmp_path / "m.csv").read_text().splitlines()) == 4
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    (tmp_path / "data").mkdir()
+    Image.new("RGB", (300, 300)).save(tmp_path / "data" / "square.png")
+    r = run_cli("train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--crop-size", 32, "--load-size", 32)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") <= 1 and "square.png" in r.stderr and "300x300" in r.stderr
+    assert "Traceback" not in r.stderr
+
+    r = run_cli("train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--epochs", -1)
+    assert r.returncode == 2 and "train.epochs" in r.stderr and "Traceback" not in r.stderr
+
+    r = run_cli("train", "--data", tmp_path / "data", "--out", tmp_path / "run", "--crop-size", 256, "--load-size", 128)
+    assert r.returncode == 2 and "data.load_size" in r.stderr
+
+    r = run_cli("predict", "--model", tmp_path / "missing.pt", "--input", tmp_path, "--output", tmp_path / "o")
+    assert r.returncode == 2 and "missing.pt" in r.stderr and "Traceback" not in r.stderr
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run_cli("train", "--data", empty, "--out", tmp_path / "run")
+    assert r.returncode == 2 and "no images found" in r.stderr
+
+
+def test_help_is_fast_and_lists_commands():
+    r = run_cli("--help")
+    assert r.returncode == 0 and all(c in r.stdout for c in ("train", "predict", "export", "evaluate"))
