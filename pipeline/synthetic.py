@@ -94,7 +94,7 @@ def _render(rng: np.random.Generator, m: np.ndarray) -> np.ndarray:
     s = m.shape[0]
     yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
     photo = np.zeros((s, s, 3), dtype=np.float32)
-    jitter = lambda base, amount=0.06: np.clip(np.array(base) + rng.uniform(-amount, amount, 3), 0, 1)  # noqa: E731
+    jitter = lambda base, amount=0.04: np.clip(np.array(base) + rng.uniform(-amount, amount, 3), 0, 1)  # noqa: E731
 
     def paint(name: str, rgb: np.ndarray) -> None:
         mask = m == names.index(name)
@@ -126,9 +126,10 @@ def _render(rng: np.random.Generator, m: np.ndarray) -> np.ndarray:
     rail = (np.arange(s)[None, :] % max(2, s // 40) == 0) | (np.arange(s)[:, None] % max(3, s // 20) == 0)
     paint("balcony", np.where(rail[..., None], 0.12, 0.3) * np.ones((s, s, 3), np.float32))
 
-    # Sunlight from a random side, then sensor noise.
-    angle = rng.uniform(0, 2 * np.pi)
-    light = 0.85 + 0.25 * ((np.cos(angle) * (xx - 0.5) + np.sin(angle) * (yy - 0.5)) + 0.5)
+    # Sunlight from the upper left (direction and strength vary a little), then sensor noise.
+    angle = np.pi / 4 + rng.uniform(-0.4, 0.4)
+    strength = rng.uniform(0.12, 0.22)
+    light = 1.0 - strength * (np.cos(angle) * (xx - 0.5) + np.sin(angle) * (yy - 0.5))
     photo = photo * light[..., None]
     photo += rng.normal(0, 0.02, photo.shape).astype(np.float32)
     return np.clip(photo, 0, 1)

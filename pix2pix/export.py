@@ -140,7 +140,7 @@ def export_generator(checkpoint: Path | str, out_dir: Path | str, formats=("torc
     config = cfg.to_dict()
     weights = out_dir / "generator.pt"
     save_checkpoint({"generator": g.state_dict(), "config": config, "step": state.get("step", 0), "format": 1}, weights)
-    report: dict[str, Any] = {"generator": str(weights), "step": state.get("step", 0), "multiple": g.multiple}
+    report: dict[str, Any] = {"generator": str(weights), "step": state.get("step", 0), "multiple": g.multiple, "config": config}
     unknown = set(formats) - {"torchscript", "onnx"}
     if unknown:
         raise ExportError(f"unknown export format(s) {sorted(unknown)}; use torchscript and/or onnx")

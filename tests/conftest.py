@@ -45,3 +45,91 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
         [sys.executable, "-m", "pix2pix.cli", *map(str, args)],
         cwd=cwd or ROOT, env=full_env, capture_output=True, text=True, timeout=timeout,
     )
+
+
+class RangeServer:
+    """A local HTTP file server (127.0.0.1, free port) with Range support.
+
+    `fail_first` makes the first response for each file stop half-way, so clients have to
+    retry and resume. Stopped by the test that starts it (context manager).
+    """
+
+    def __init__(self, root: Path, fail_first: bool = False):
+        import http.server
+        import threading
+
+        self.root, self.fail_first, self.requests = Path(root), fail_first, []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                path = server.root / self.path.lstrip("/")
+                server.requests.append((self.path, self.headers.get("Range")))
+                if not path.is_file():
+                    self.send_error(404)
+                    return
+                data = path.read_bytes()
+                start = 0
+                if self.headers.get("Range"):
+                    start = int(self.headers["Range"].split("=")[1].split("-")[0])
+                    if start >= len(data):
+                        self.send_error(416)
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                first = sum(1 for p, _ in server.requests if p == self.path) == 1
+                if server.fail_first and first:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.connection.shutdown(2)  # drop the connection mid-body
+                    return
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+def write_params(path: Path, **sections) -> Path:
+    """params.yaml for tiny, fast pipeline runs; keyword sections override its values."""
+    import yaml
+
+    params = {
+        "data": {
+            "source": "synthetic",
+            "synthetic": {"size": 32, "train": 8, "val": 2, "test": 3, "seed": 0},
+            "split": {"val": 0.2, "test": 0.2, "seed": 0},
+            "direction": "BtoA", "load_size": 36, "crop_size": 32, "preprocess": "resize_and_crop",
+            "flip": True, "input_nc": 3, "output_nc": 3, "cache": True,
+        },
+        "model": {"ngf": 8, "ndf": 8, "netD": "patch", "n_layers_D": 3, "norm": "batch", "dropout": 0.5, "init_gain": 0.02},
+        "train": {"epochs": 1, "epochs_decay": 1, "batch_size": 4, "lr": 0.0002, "beta1": 0.5, "beta2": 0.999,
+                  "gan_mode": "vanilla", "lambda_l1": 100.0, "seed": 0, "device": "cpu", "amp": True,
+                  "num_workers": 0, "log_every": 1, "sample_every": 2, "checkpoint_every": 0, "keep_checkpoints": 1},
+        "evaluate": {"grid_images": 2},
+        "export": {"formats": ["torchscript", "onnx"]},
+    }
+    for name, values in sections.items():
+        params[name].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path

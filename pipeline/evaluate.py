@@ -1,0 +1,99 @@
+"""Stage 4: test-split metrics of the trained generator.
+
+Writes metrics/eval.json (L1, PSNR, SSIM, and the same for a trivial baseline that always
+outputs the mean training target), reports/eval_per_image.csv, and reports/best.png /
+reports/worst.png (rows: input, output, target) for the lowest- and highest-L1 test images.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import torch
+from torchvision.utils import save_image
+
+from pix2pix.checkpoint import atomic_write_text
+from pix2pix.data import PairedDataset, collate, to_image_range
+from pix2pix.metrics import METRIC_NAMES, evaluate, per_image_metrics
+from pix2pix.predict import generator_from_checkpoint
+from pix2pix.train import select_device
+
+from .params import CHECKPOINTS, METRICS, REPORTS, StageError, load_params, run_stage, section
+from .train import read_manifest, split_pairs
+
+EVAL_JSON = METRICS / "eval.json"
+PER_IMAGE = REPORTS / "eval_per_image.csv"
+BATCH = 8
+
+
+def _batches(ds: PairedDataset, indices):
+    indices = list(indices)
+    for j in range(0, len(indices), BATCH):
+        yield collate([ds[i] for i in indices[j : j + BATCH]])
+
+
+def mean_target(ds: PairedDataset) -> torch.Tensor:
+    """The trivial baseline: the average training target image (eval view)."""
+    total = None
+    for batch in _batches(ds, range(len(ds))):
+        s = batch["target"].sum(0)
+        total = s if total is None else total + s
+    return total / len(ds)
+
+
+def baseline_metrics(mean: torch.Tensor, test: PairedDataset) -> dict[str, float]:
+    sums = {k: 0.0 for k in METRIC_NAMES}
+    for batch in _batches(test, range(len(test))):
+        fake = mean.expand_as(batch["target"])
+        scores = per_image_metrics(to_image_range(fake.clone()), to_image_range(batch["target"]))
+        for k in METRIC_NAMES:
+            sums[k] += float(scores[k].sum())
+    return {k: v / len(test) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def save_grid(g, ds: PairedDataset, indices, path, device) -> None:
+    batch = collate([ds[i] for i in indices])
+    fake = g(batch["input"].to(device)).float().cpu()
+    rows = [to_image_range(t).expand(-1, 3, -1, -1) for t in (batch["input"], fake, batch["target"])]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(torch.cat(rows), path, nrow=len(indices), padding=2, pad_value=1.0)
+
+
+def main() -> None:
+    params = load_params()
+    grid_images = int(section(params, "evaluate").get("grid_images", 6))
+    device = select_device(str(section(params, "train").get("device", "auto")))
+    g, cfg = generator_from_checkpoint(CHECKPOINTS / "last.pt", device)
+    manifest = read_manifest()
+    split = "test" if (manifest["split"] == "test").any() else "val"
+    test_pairs = split_pairs(manifest, split)
+    if not test_pairs:
+        raise StageError("no test or val pairs in the manifest; set data.split.test > 0 or add a test folder")
+    test = PairedDataset(test_pairs, cfg.data, train=False)
+    means, rows = evaluate(g, _batches(test, range(len(test))), device)
+    baseline = baseline_metrics(mean_target(PairedDataset(split_pairs(manifest, "train"), cfg.data, train=False)), test)
+
+    result = {
+        "split": split,
+        "count": len(rows),
+        **{k: round(v, 5) for k, v in means.items()},
+        **{f"baseline_{k}": round(v, 5) for k, v in baseline.items()},
+        "l1_reduction_vs_baseline": round(1 - means["l1"] / baseline["l1"], 4),
+    }
+    METRICS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(EVAL_JSON, json.dumps(result, indent=2) + "\n")
+    per_image = pd.DataFrame(rows).sort_values("l1").reset_index(drop=True)
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(PER_IMAGE, per_image.to_csv(index=False))
+    index_of = {p.name: i for i, p in enumerate(test.pairs)}
+    order = [index_of[name] for name in per_image["name"]]  # best (lowest L1) first
+    k = min(grid_images, len(order))
+    save_grid(g, test, order[:k], REPORTS / "best.png", device)
+    save_grid(g, test, order[-k:][::-1], REPORTS / "worst.png", device)
+    print(f"evaluate: {json.dumps(result)}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

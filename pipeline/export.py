@@ -1,0 +1,45 @@
+"""Stage 5: TorchScript + ONNX generator (parity-checked) and a model card in models/export/."""
+
+from __future__ import annotations
+
+import json
+import platform
+
+import torch
+
+from pix2pix.checkpoint import atomic_write_text
+from pix2pix.export import export_generator
+
+from .evaluate import EVAL_JSON
+from .params import CHECKPOINTS, EXPORT, MANIFEST, load_params, run_stage, section
+from .train import data_fingerprint
+
+MODEL_CARD = EXPORT / "model_card.json"
+
+
+def main() -> None:
+    params = load_params()
+    formats = tuple(section(params, "export").get("formats") or ("torchscript", "onnx"))
+    report = export_generator(CHECKPOINTS / "last.pt", EXPORT, formats=formats)
+    card = {
+        "model": "pix2pix U-Net generator (Isola et al. 2017)",
+        "files": {k: v["path"] if isinstance(v, dict) else v for k, v in report.items() if k in ("generator", "torchscript", "onnx")},
+        "parity_max_abs_diff": {k: report[k]["max_abs_diff"] for k in ("torchscript", "onnx") if k in report},
+        "input": {
+            "channels": report["config"]["data"]["input_nc"],
+            "range": "[-1, 1] float, N x C x H x W; H and W multiples of size_multiple",
+            "size_multiple": report["multiple"],
+        },
+        "trained_steps": report["step"],
+        "data_fingerprint": data_fingerprint(MANIFEST),
+        "eval": json.loads(EVAL_JSON.read_text()) if EVAL_JSON.is_file() else None,
+        "params": report["config"],
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    atomic_write_text(MODEL_CARD, json.dumps(card, indent=2) + "\n")
+    print(f"export: {', '.join(card['files'].values())}; parity {card['parity_max_abs_diff']}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

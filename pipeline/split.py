@@ -1,0 +1,163 @@
+"""Stage 2: validate every pair in data/raw/ and write data/pairs/{A,B}/ + manifest.csv.
+
+Layouts understood (inside data/raw/ or each of its train/val/test folders):
+side-by-side A|B images, or A/ and B/ folders with matching file names.
+A dataset with its own train/val/test folders keeps them; otherwise pairs are assigned to
+splits by `data.split` ratios with a fixed seed. Files that cannot be used are listed in
+rejected.csv with a reason; the stage fails only when no usable pair remains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pix2pix.data import ImageError, list_images, open_image, to_channels
+
+from .params import PAIRS, RAW, StageError, load_params, run_stage, section
+
+SPLITS = ("train", "val", "test")
+MIN_SIDE = 16  # pixels per half; smaller images carry no usable structure
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def candidates(folder: Path, rejected: list[dict]) -> list[tuple[str, Path, Path | None]]:
+    """(name, a_or_combined, b_or_None) for each example in one folder."""
+    a_dir, b_dir = folder / "A", folder / "B"
+    if a_dir.is_dir() and b_dir.is_dir():
+        a_files = {p.stem: p for p in list_images(a_dir)}
+        b_files = {p.stem: p for p in list_images(b_dir)}
+        for stem in sorted(a_files.keys() ^ b_files.keys()):
+            lonely = a_files.get(stem) or b_files[stem]
+            rejected.append({"path": str(lonely), "reason": "no file with the same name in the other folder (A/ vs B/)"})
+        return [(s, a_files[s], b_files[s]) for s in sorted(a_files.keys() & b_files.keys())]
+    seen: dict[str, Path] = {}
+    out = []
+    for p in list_images(folder):
+        if p.stem in seen:
+            rejected.append({"path": str(p), "reason": f"duplicate name: {seen[p.stem].name} has the same stem"})
+            continue
+        seen[p.stem] = p
+        out.append((p.stem, p, None))
+    return out
+
+
+def load_halves(a: Path, b: Path | None):
+    """(A, B) as RGB images, or raise ImageError with the reason."""
+    if b is None:
+        img = open_image(a)
+        img = to_channels(img, 3)  # applies EXIF orientation first
+        w, h = img.size
+        if w != 2 * h:
+            raise ImageError(f"not a 2:1 side-by-side A|B image ({w}x{h})")
+        a_img, b_img = img.crop((0, 0, w // 2, h)), img.crop((w // 2, 0, w, h))
+    else:
+        a_img, b_img = to_channels(open_image(a), 3), to_channels(open_image(b), 3)
+    for side, im in (("A", a_img), ("B", b_img)):
+        if min(im.size) < MIN_SIDE:
+            raise ImageError(f"{side} is too small ({im.size[0]}x{im.size[1]}, need at least {MIN_SIDE}x{MIN_SIDE})")
+    return a_img, b_img
+
+
+def _reason(e: ImageError, path: Path) -> str:
+    """The error text without the leading path (the CSV has its own path column)."""
+    text = str(e)
+    return text[len(str(path)) + 2 :] if text.startswith(f"{path}: ") else text
+
+
+def assign_splits(names: list[str], ratios: dict, seed: int) -> list[str]:
+    """Deterministic train/val/test assignment by ratio (order-independent of file listing)."""
+    val, test = float(ratios.get("val", 0.1)), float(ratios.get("test", 0.1))
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise StageError(f"data.split: val={val}, test={test}; each must be in [0, 1) and their sum below 1")
+    order = np.random.default_rng(seed).permutation(len(names))
+    n_test, n_val = round(len(names) * test), round(len(names) * val)
+    split = ["train"] * len(names)
+    for rank, i in enumerate(order):
+        if rank < n_test:
+            split[i] = "test"
+        elif rank < n_test + n_val:
+            split[i] = "val"
+    return split
+
+
+def build(raw: Path, out: Path, ratios: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rejected: list[dict] = []
+    own_splits = [s for s in SPLITS if (raw / s).is_dir()]
+    groups = [(s, raw / s) for s in own_splits] if own_splits else [(None, raw)]
+    found = []
+    for split, folder in groups:
+        for name, a, b in candidates(folder, rejected):
+            found.append((split, name, a, b))
+    if not own_splits:
+        splits = assign_splits([name for _, name, _, _ in found], ratios, int(ratios.get("seed", 0)))
+        found = [(s, name, a, b) for s, (_, name, a, b) in zip(splits, found)]
+    (out / "A").mkdir(parents=True)
+    (out / "B").mkdir(parents=True)
+    rows = []
+    for split, name, a, b in found:
+        try:
+            a_img, b_img = load_halves(a, b)
+        except ImageError as e:
+            bad = b if b is not None and str(e).startswith(f"{b}: ") else a
+            rejected.append({"path": str(bad), "reason": _reason(e, bad)})
+            continue
+        pair_id = f"{split}-{name}" if own_splits else name
+        a_path, b_path = Path("A") / f"{pair_id}.png", Path("B") / f"{pair_id}.png"
+        a_img.save(out / a_path, compress_level=1)
+        b_img.save(out / b_path, compress_level=1)
+        rows.append(
+            {
+                "id": pair_id,
+                "split": split,
+                "a_path": a_path.as_posix(),
+                "b_path": b_path.as_posix(),
+                "width": a_img.size[0],
+                "height": a_img.size[1],
+                "source": a.relative_to(raw).as_posix(),
+                "sha256": _sha256(a) if b is None else _sha256(a) + ":" + _sha256(b),
+            }
+        )
+    manifest = pd.DataFrame(rows, columns=["id", "split", "a_path", "b_path", "width", "height", "source", "sha256"])
+    rejects = pd.DataFrame(rejected, columns=["path", "reason"])
+    return manifest, rejects
+
+
+def main() -> None:
+    params = load_params()
+    ratios = section(params, "data").get("split") or {}
+    if not RAW.is_dir():
+        raise StageError(f"{RAW}: missing; run the download stage first (dvc repro download)")
+    staging = PAIRS.with_name(PAIRS.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        manifest, rejects = build(RAW, staging, ratios)
+        rejects.to_csv(staging / "rejected.csv", index=False)
+        if manifest.empty:
+            raise StageError(f"{RAW}: no usable image pairs ({len(rejects)} rejected, reasons in {staging / 'rejected.csv'}); fix the data or data.source")
+        if not (manifest["split"] == "train").any():
+            raise StageError(f"{RAW}: no training pairs after validation; add data to the train split or lower data.split ratios")
+        manifest.to_csv(staging / "manifest.csv", index=False)
+    except BaseException:
+        if (staging / "rejected.csv").is_file():  # keep the reasons where the user can read them
+            PAIRS.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(staging / "rejected.csv", PAIRS.parent / "rejected.csv")
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    shutil.rmtree(PAIRS, ignore_errors=True)
+    staging.rename(PAIRS)
+    counts = manifest["split"].value_counts().reindex(list(SPLITS), fill_value=0)
+    summary = ", ".join(f"{s} {counts[s]}" for s in SPLITS)
+    note = f"; {len(rejects)} rejected (reasons in {PAIRS / 'rejected.csv'})" if len(rejects) else ""
+    print(f"split: {len(manifest)} pairs ({summary}){note}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
