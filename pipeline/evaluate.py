@@ -20,6 +20,7 @@ from pix2pix.predict import generator_from_checkpoint
 from pix2pix.train import select_device
 
 from .params import CHECKPOINTS, METRICS, REPORTS, StageError, load_params, run_stage, section
+from .tracking import shared_run, warn_tracking
 from .train import read_manifest, split_pairs
 
 EVAL_JSON = METRICS / "eval.json"
@@ -92,6 +93,14 @@ def main() -> None:
     k = min(grid_images, len(order))
     save_grid(g, test, order[:k], REPORTS / "best.png", device)
     save_grid(g, test, order[-k:][::-1], REPORTS / "worst.png", device)
+    with shared_run() as mlflow:
+        if mlflow is not None:
+            try:
+                mlflow.log_metrics({f"test_{k}": v for k, v in result.items() if isinstance(v, (int, float))})
+                for path in (EVAL_JSON, PER_IMAGE, REPORTS / "best.png", REPORTS / "worst.png"):
+                    mlflow.log_artifact(str(path), "eval")
+            except Exception as e:  # noqa: BLE001 - metrics are on disk either way
+                warn_tracking("logging evaluation", e)
     print(f"evaluate: {json.dumps(result)}")
 
 

@@ -1,9 +1,11 @@
-"""Stage 5: TorchScript + ONNX generator (parity-checked) and a model card in models/export/."""
+"""Stage 5: TorchScript + ONNX generator (parity-checked), a model card in models/export/,
+and a new version of the registered model `pix2pix-<dataset>` in the training run."""
 
 from __future__ import annotations
 
 import json
 import platform
+from pathlib import Path
 
 import torch
 
@@ -12,9 +14,29 @@ from pix2pix.export import export_generator
 
 from .evaluate import EVAL_JSON
 from .params import CHECKPOINTS, EXPORT, MANIFEST, load_params, run_stage, section
+from .registry import model_name, register_generator
+from .tracking import git_info, project_root, shared_run, warn_tracking
 from .train import data_fingerprint
 
 MODEL_CARD = EXPORT / "model_card.json"
+
+
+def register(params: dict, report: dict, card: dict) -> dict | None:
+    """Register the ONNX generator as a new model version in the training run's MLflow store."""
+    name = model_name(str(section(params, "data").get("source", "synthetic")))
+    tags = {"data_fingerprint": card["data_fingerprint"], **git_info(project_root())}
+    tags.update({f"test_{k}": v for k, v in (card["eval"] or {}).items() if k in ("l1", "psnr", "ssim")})
+    data = report["config"]["data"]
+    with shared_run() as mlflow:
+        if mlflow is None:
+            return None
+        try:
+            mlflow.log_artifact(str(MODEL_CARD), "export")
+            version = register_generator(mlflow, name, Path(report["onnx"]["path"]), data["input_nc"], data["output_nc"], tags)
+        except Exception as e:  # noqa: BLE001 - the exported files on disk stay valid
+            warn_tracking("model registration", e)
+            return None
+    return {"name": name, "version": version}
 
 
 def main() -> None:
@@ -38,7 +60,10 @@ def main() -> None:
         "python": platform.python_version(),
     }
     atomic_write_text(MODEL_CARD, json.dumps(card, indent=2) + "\n")
-    print(f"export: {', '.join(card['files'].values())}; parity {card['parity_max_abs_diff']}")
+    if "onnx" in report:
+        card["registered_model"] = register(params, report, card)
+        atomic_write_text(MODEL_CARD, json.dumps(card, indent=2) + "\n")
+    print(f"export: {', '.join(card['files'].values())}; parity {card['parity_max_abs_diff']}; registry {card.get('registered_model')}")
 
 
 if __name__ == "__main__":

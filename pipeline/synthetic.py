@@ -47,9 +47,9 @@ def _layout(rng: np.random.Generator, size: int) -> np.ndarray:
     cls = {n: i for i, n in enumerate(names)}
     s = size
     m = np.full((s, s), cls["sky"], dtype=np.uint8)
-    sky_h = int(rng.uniform(0.05, 0.25) * s)
-    left = int(rng.uniform(0.0, 0.12) * s)
-    right = s - int(rng.uniform(0.0, 0.12) * s)
+    sky_h = int(rng.uniform(0.05, 0.3) * s)
+    left = int(rng.uniform(0.0, 0.15) * s)
+    right = s - int(rng.uniform(0.0, 0.15) * s)
     wall = cls["wall_brick"] if rng.random() < 0.5 else cls["wall_plaster"]
     m[sky_h:, left:right] = wall
     cornice_h = max(1, int(rng.uniform(0.02, 0.05) * s))
@@ -103,10 +103,18 @@ def _render(rng: np.random.Generator, m: np.ndarray) -> np.ndarray:
     # Sky: vertical gradient from pale to deeper blue.
     sky_top, sky_bottom = jitter((0.45, 0.62, 0.85)), jitter((0.78, 0.86, 0.95))
     paint("sky", sky_top * (1 - yy[..., None]) + sky_bottom * yy[..., None])
-    # Brick: reddish courses with mortar lines every few pixels.
-    course = max(2, s // 32)
-    mortar = ((np.arange(s) % course) == 0)[:, None] | (((np.arange(s)[None, :] + (np.arange(s)[:, None] // course % 2) * course) % (course * 3)) == 0)
-    brick = jitter((0.62, 0.32, 0.24))[None, None, :] * (1 + 0.12 * _texture(rng, s, s, 3)[..., None])
+    # Brick: reddish courses with mortar lines, laid from the top of the wall (so the label
+    # map determines where they fall), each course offset by half a brick.
+    course = max(3, s // 16)
+    wall_rows = np.nonzero((m == names.index("wall_brick")).any(axis=1))[0]
+    wall_cols = np.nonzero((m == names.index("wall_brick")).any(axis=0))[0]
+    top = wall_rows[0] if len(wall_rows) else 0
+    left = wall_cols[0] if len(wall_cols) else 0
+    rows, cols = np.mgrid[0:s, 0:s]
+    row_in_wall = rows - top
+    offset = (row_in_wall // course % 2) * (course * 3 // 2)
+    mortar = (row_in_wall % course == 0) | ((cols - left + offset) % (course * 3) == 0)
+    brick = jitter((0.62, 0.32, 0.24))[None, None, :] * (1 + 0.08 * _texture(rng, s, s, 3)[..., None])
     brick = np.where(mortar[..., None], jitter((0.78, 0.74, 0.68), 0.03)[None, None, :], brick)
     paint("wall_brick", brick)
     # Plaster: pale, with a soft blotchy grain.
@@ -131,7 +139,7 @@ def _render(rng: np.random.Generator, m: np.ndarray) -> np.ndarray:
     strength = rng.uniform(0.12, 0.22)
     light = 1.0 - strength * (np.cos(angle) * (xx - 0.5) + np.sin(angle) * (yy - 0.5))
     photo = photo * light[..., None]
-    photo += rng.normal(0, 0.02, photo.shape).astype(np.float32)
+    photo += rng.normal(0, 0.015, photo.shape).astype(np.float32)
     return np.clip(photo, 0, 1)
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from pix2pix.callbacks import Callback, SampleSaver
 from pix2pix.checkpoint import atomic_write_text
@@ -24,6 +26,7 @@ from pix2pix.data import Pair, PairedDataset
 from pix2pix.train import Trainer
 
 from .params import CHECKPOINTS, MANIFEST, METRICS, PAIRS, StageError, load_params, pix2pix_config, run_stage
+from .tracking import MlflowCallback, git_info, project_root, training_run
 
 LOSS_CSV = METRICS / "train_loss.csv"
 VAL_CSV = METRICS / "val.csv"
@@ -116,11 +119,17 @@ def main() -> None:
         f"train: {len(train)} pairs, {trainer.total_epochs} epochs x {trainer.steps_per_epoch} steps on {trainer.device}"
         + (f", resuming at step {start_step}" if start_step else "")
     )
+    tags = {"data_fingerprint": fingerprint["data"], "torch": torch.__version__, **git_info(project_root())}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
     started = time.perf_counter()
-    summary = trainer.fit()
+    with training_run(params, tags, resume) as mlflow:
+        if mlflow is not None:
+            trainer.callbacks.callbacks.append(MlflowCallback(mlflow))
+        summary = trainer.fit()
+        if summary["status"] == "interrupted":
+            raise KeyboardInterrupt
     seconds = time.perf_counter() - started
-    if summary["status"] == "interrupted":
-        raise KeyboardInterrupt
     steps_run = summary["step"] - start_step
     result = {
         "steps": summary["step"],

@@ -229,6 +229,8 @@ class Trainer:
         samples_from = val_data if val_data is not None else train_data
         fixed = [samples_from[i] for i in range(min(sample_count, len(samples_from)))]
         self.sample_batch = collate(fixed)
+        for stale in self.out_dir.glob(".*.tmp"):  # a kill during a checkpoint write
+            stale.unlink(missing_ok=True)
         if resume and self.last_checkpoint.is_file():
             self.resume_from(self.last_checkpoint)
 

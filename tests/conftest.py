@@ -128,8 +128,41 @@ def write_params(path: Path, **sections) -> Path:
                   "num_workers": 0, "log_every": 1, "sample_every": 2, "checkpoint_every": 0, "keep_checkpoints": 1},
         "evaluate": {"grid_images": 2},
         "export": {"formats": ["torchscript", "onnx"]},
+        "promotion": {"metric": "l1", "min_improvement": 0.0},
     }
     for name, values in sections.items():
         params[name].update(values)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+PROJECT_FILES = ("pix2pix", "pipeline", "dvc.yaml", ".dvcignore", "pyproject.toml")
+
+
+def tool_env(**extra) -> dict:
+    """Environment for subprocesses: this venv's `python` first on PATH, quiet and offline."""
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "2",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.update(extra)
+    return env
+
+
+def make_project(root: Path, **params) -> Path:
+    """A fresh copy of the project (git + dvc initialised) with tiny params."""
+    import shutil
+    import subprocess
+
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, root / name)
+    write_params(root / "params.yaml", **params)
+    env = tool_env()
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"], ["git", "config", "user.name", "t"],
+                [sys.executable, "-m", "dvc", "init", "-q"], [sys.executable, "-m", "dvc", "config", "core.analytics", "false"],
+                ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+        subprocess.run(cmd, cwd=root, check=True, env=env, capture_output=True)
+    return root

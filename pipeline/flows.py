@@ -1,0 +1,240 @@
+"""Prefect flows: scheduled retraining with a champion/challenger promotion gate.
+
+    python -m pipeline.flows run [--force] [-S train.epochs=50 ...]     # one run, temporary server
+    python -m pipeline.flows serve --cron "0 3 * * 1" [--poll-minutes 30] # scheduled deployment
+
+`retrain` (1) fingerprints the data source and params and returns "skipped" when nothing
+changed since the last successful run (unless `force`); (2) runs the DVC pipeline
+(`dvc repro`, or `dvc exp run -n NAME -S ...` with overrides) with retries, streaming stage
+output into Prefect's logs; (3) runs the promotion gate on the version the export stage
+registered; (4) returns a summary. Only one retrain runs per workspace at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from prefect import flow, get_run_logger, task
+
+STATE_FILE = ".retrain/state.json"
+LOCK_FILE = ".retrain/lock"
+DEPLOYMENT = "pix2pix-retrain"
+
+
+class RetrainBusy(RuntimeError):
+    """Another retrain holds this workspace."""
+
+
+@contextmanager
+def workspace_lock(root: Path) -> Iterator[None]:
+    """An exclusive, non-blocking lock: a second retrain on the same workspace is refused."""
+    path = root / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise RetrainBusy(f"another retrain is already running on {root} (lock {path} held by pid {holder}); wait for it to finish") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _source_fingerprint(source: str, root: Path) -> str:
+    """Cheap change detector for the data source (no full download or hashing)."""
+    if source == "synthetic":
+        return "synthetic"
+    if source.startswith(("http://", "https://")) or "/" not in source and not (root / source).exists():
+        from .download import DEFAULT_BASE_URL, OFFICIAL
+
+        url = f"{os.environ.get('P2P_DATASETS_URL', DEFAULT_BASE_URL)}/{source}.tar.gz" if source in OFFICIAL else source
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=20) as r:
+                return f"{url}|{r.headers.get('ETag')}|{r.headers.get('Last-Modified')}|{r.headers.get('Content-Length')}"
+        except OSError:
+            return url  # unreachable: cannot tell, so only params changes (or force) retrain
+    path = Path(source.removeprefix("file://")).expanduser()
+    path = path if path.is_absolute() else root / path
+    if path.is_file():
+        st = path.stat()
+        return f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    if path.is_dir():
+        h = hashlib.sha256()
+        for p in sorted(path.rglob("*")):
+            if p.is_file():
+                st = p.stat()
+                h.update(f"{p.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()
+    return f"missing:{path}"
+
+
+@task
+def fingerprint(root: str, overrides: dict[str, Any]) -> str:
+    """Data source + params.yaml + overrides, as one hash."""
+    import yaml
+
+    rootp = Path(root)
+    params_text = (rootp / "params.yaml").read_text()
+    source = str(overrides.get("data.source") or (yaml.safe_load(params_text).get("data") or {}).get("source", "synthetic"))
+    h = hashlib.sha256()
+    for part in (_source_fingerprint(source, rootp), params_text, json.dumps(overrides, sort_keys=True)):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def dvc_command(overrides: dict[str, Any], run_name: str | None) -> list[str]:
+    if not overrides and not run_name:
+        return [sys.executable, "-m", "dvc", "repro"]
+    cmd = [sys.executable, "-m", "dvc", "exp", "run"]
+    if run_name:
+        cmd += ["-n", run_name]
+    for key, value in overrides.items():
+        cmd += ["-S", f"{key}={value}"]
+    return cmd
+
+
+@task(retries=2, retry_delay_seconds=30)
+def run_pipeline(root: str, overrides: dict[str, Any], run_name: str | None) -> None:
+    """Run the DVC pipeline, streaming its output into the flow's logs."""
+    logger = get_run_logger()
+    cmd = dvc_command(overrides, run_name)
+    logger.info("running: %s", " ".join(cmd[2:]))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        if line:
+            logger.info(line)
+            tail = (tail + [line])[-5:]
+    if proc.wait() != 0:
+        raise RuntimeError(f"pipeline failed (exit {proc.returncode}): {' | '.join(tail)}")
+
+
+@task
+def promotion_gate(root: str) -> dict:
+    """Gate the version this run registered (read from the export stage's model card)."""
+    import pandas as pd
+
+    from .params import load_params, section
+    from .promotion import frozen_test_pairs, promote
+    from .tracking import connect
+
+    rootp = Path(root)
+    card = json.loads((rootp / "models/export/model_card.json").read_text())
+    registered = card.get("registered_model")
+    if not registered:
+        return {"promoted": False, "reason": "no model version was registered (MLflow unavailable during export); nothing to promote"}
+    params = load_params(rootp / "params.yaml")
+    gate = section(params, "promotion")
+    direction = card["params"]["data"]["direction"]
+    pairs = frozen_test_pairs(pd.read_csv(rootp / "data/pairs/manifest.csv"), direction, rootp / "data/pairs")
+    cwd = os.getcwd()
+    os.chdir(rootp)  # the default tracking store is relative to the project
+    try:
+        mlflow = connect()
+        decision = promote(mlflow, registered["name"], registered["version"], pairs, str(gate.get("metric", "l1")), float(gate.get("min_improvement", 0.0)))
+    finally:
+        os.chdir(cwd)
+    get_run_logger().info("promotion: %s", decision.reason)
+    return decision.to_dict()
+
+
+def _state(root: Path) -> dict:
+    path = root / STATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+@flow(name="pix2pix-retrain", log_prints=True)
+def retrain(project: str = ".", overrides: dict[str, Any] | None = None, force: bool = False, run_name: str | None = None, retries: int = 2) -> dict:
+    """Retrain when data or params changed, then gate the new model version.
+
+    `retries`: how often a failed pipeline run is retried (transient failures)."""
+    from pix2pix.checkpoint import atomic_write_text
+
+    root = Path(project).resolve()
+    overrides = dict(overrides or {})
+    with workspace_lock(root):
+        fp = fingerprint(str(root), overrides)
+        if not force and _state(root).get("fingerprint") == fp:
+            return {"decision": "skipped", "reason": "nothing new: data and params unchanged since the last successful run (force=True retrains anyway)"}
+        run_pipeline.with_options(retries=retries)(str(root), overrides, run_name)
+        card = json.loads((root / "models/export/model_card.json").read_text())
+        gate = promotion_gate(str(root))
+        run_info = root / "models/checkpoints/mlflow_run.json"
+        summary = {
+            "decision": "promoted" if gate["promoted"] else "kept champion",
+            "reason": gate["reason"],
+            "run_id": json.loads(run_info.read_text())["run_id"] if run_info.is_file() else None,
+            "model": card.get("registered_model"),
+            "metrics": {k: card["eval"][k] for k in ("l1", "psnr", "ssim")} if card.get("eval") else {},
+            "gate": gate,
+        }
+        atomic_write_text(root / STATE_FILE, json.dumps({"fingerprint": fp, "summary": summary}, indent=2))
+    return summary
+
+
+def _parse_overrides(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"-S expects key=value, got {item!r}")
+        out[key] = value
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.flows", description="Prefect retraining flows")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one retrain now (Prefect starts a temporary local server if none is set)")
+    serve = sub.add_parser("serve", help="serve a scheduled retrain deployment (Ctrl-C or SIGTERM to stop)")
+    for p in (run, serve):
+        p.add_argument("--project", default=".", help="project folder (default: current)")
+        p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="params override, as dvc exp run -S")
+        p.add_argument("--run-name", help="DVC experiment name for the run")
+    run.add_argument("--force", action="store_true", help="retrain even if nothing changed")
+    serve.add_argument("--name", default=DEPLOYMENT, help="deployment name")
+    serve.add_argument("--cron", default="0 3 * * 1", help="retrain schedule (default: Mondays 03:00)")
+    serve.add_argument("--poll-minutes", type=int, default=0, help="also check for new data every N minutes (0: off)")
+    args = parser.parse_args(argv)
+    overrides = _parse_overrides(args.set)
+    project = str(Path(args.project).resolve())
+    if args.command == "run":
+        try:
+            summary = retrain(project=project, overrides=overrides, force=args.force, run_name=args.run_name)
+        except RetrainBusy as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(json.dumps(summary, indent=2))
+        return 0
+    retrain.serve(
+        name=args.name,
+        cron=args.cron,
+        interval=args.poll_minutes * 60 if args.poll_minutes else None,
+        parameters={"project": project, "overrides": overrides, "run_name": args.run_name},
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

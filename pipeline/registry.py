@@ -1,0 +1,71 @@
+"""The MLflow model registry: one registered model per dataset, versions with aliases.
+
+The export stage registers each trained generator as a new version tagged with its test
+metrics, data fingerprint and git commit. The new version gets the `challenger` alias; the
+very first version of a model also becomes `champion`. Moving `champion` later is the
+promotion gate's job.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .tracking import dataset_name
+
+SERVING_CODE = Path(__file__).with_name("serving.py")
+LIBRARY = Path(__file__).resolve().parents[1] / "pix2pix"
+CHALLENGER, CHAMPION = "challenger", "champion"
+
+
+def model_name(source: str) -> str:
+    return f"pix2pix-{dataset_name(source)}"
+
+
+def _requirements() -> list[str]:
+    import onnxruntime
+    import torch
+    import torchvision
+    from PIL import __version__ as pillow
+
+    return [
+        f"torch=={torch.__version__.split('+')[0]}",
+        f"torchvision=={torchvision.__version__.split('+')[0]}",
+        f"onnxruntime=={onnxruntime.__version__}",
+        f"pillow>={pillow.split('.')[0]}",
+        "numpy",
+    ]
+
+
+def register_generator(mlflow, name: str, onnx_path: Path, input_nc: int, output_nc: int, tags: dict[str, str]) -> str:
+    """Log the pyfunc into the active run, register it, tag it, set aliases; returns the version."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+    from mlflow.exceptions import MlflowException
+
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, input_nc))]),
+        outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, output_nc))]),
+    )
+    example = np.random.default_rng(0).integers(0, 256, (1, 32, 32, input_nc), dtype=np.uint8)
+    info = mlflow.pyfunc.log_model(
+        name="generator",
+        python_model=str(SERVING_CODE),
+        artifacts={"generator": str(onnx_path)},
+        code_paths=[str(LIBRARY)],
+        signature=signature,
+        input_example=example,
+        pip_requirements=_requirements(),
+        registered_model_name=name,
+    )
+    version = str(info.registered_model_version)
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, str(value))
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    try:
+        client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:  # no champion yet: the first version takes the title
+        client.set_registered_model_alias(name, CHAMPION, version)
+    return version

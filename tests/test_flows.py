@@ -1,0 +1,85 @@
+"""The retrain flow end to end under Prefect's test harness, on a tiny copy of the project."""
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import make_project
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def harness(tmp_path_factory):
+    import os
+
+    os.environ.setdefault("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return make_project(tmp_path_factory.mktemp("flow-project"))
+
+
+def _champion(project):
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    return client, str(client.get_model_version_by_alias("pix2pix-synthetic", "champion").version)
+
+
+def test_first_retrain_trains_registers_and_crowns_the_model(project):
+    from pipeline.flows import retrain
+
+    summary = retrain(project=str(project), retries=0)
+    assert summary["decision"] == "promoted" and summary["model"] == {"name": "pix2pix-synthetic", "version": "1"}
+    assert summary["run_id"] and set(summary["metrics"]) == {"l1", "psnr", "ssim"}
+    assert _champion(project)[1] == "1"
+
+
+def test_nothing_new_is_skipped(project):
+    from pipeline.flows import retrain
+
+    summary = retrain(project=str(project), retries=0)
+    assert summary["decision"] == "skipped" and "nothing new" in summary["reason"]
+
+
+def test_override_run_goes_through_the_gate(project):
+    from pipeline.flows import retrain
+
+    summary = retrain(project=str(project), overrides={"train.epochs_decay": 3}, run_name="longer", retries=0)
+    assert summary["model"]["version"] == "2"
+    client, champion = _champion(project)
+    tags = client.get_model_version("pix2pix-synthetic", "2").tags
+    assert tags["promotion_decision"] in ("promoted", "rejected") and tags["promotion_reason"]
+    assert champion == ("2" if tags["promotion_decision"] == "promoted" else "1")
+    assert str(client.get_model_version_by_alias("pix2pix-synthetic", "challenger").version) == "2"
+    shown = subprocess.run(["git", "log", "--oneline"], cwd=project, capture_output=True, text=True)
+    assert shown.returncode == 0
+
+
+def test_failed_run_never_moves_an_alias(project):
+    from pipeline.flows import retrain
+
+    client, before = _champion(project)
+    challenger = str(client.get_model_version_by_alias("pix2pix-synthetic", "challenger").version)
+    with pytest.raises(Exception, match="pipeline failed"):
+        retrain(project=str(project), overrides={"train.epochs": -1}, retries=0)
+    assert _champion(project)[1] == before
+    assert str(client.get_model_version_by_alias("pix2pix-synthetic", "challenger").version) == challenger
+    state = json.loads((project / ".retrain/state.json").read_text())
+    assert state["summary"]["model"]["version"] == "2"  # the failed run recorded nothing
+
+
+def test_a_second_retrain_on_the_same_workspace_is_refused(project):
+    from pipeline.flows import RetrainBusy, retrain, workspace_lock
+
+    with workspace_lock(project):
+        with pytest.raises(RetrainBusy, match="another retrain is already running"):
+            retrain(project=str(project), force=True, retries=0)

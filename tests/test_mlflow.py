@@ -1,0 +1,146 @@
+"""MLflow against a real tracking server: the pipeline's run, curves, images and registry."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import write_params
+
+pytestmark = pytest.mark.slow
+STAGES = ("download", "split", "train", "evaluate", "export")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(**extra):
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "2"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
+        env=_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.terminate()
+        pytest.fail("mlflow server did not start in 90 s")
+    yield uri
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def run_stage(project, stage, **env):
+    r = subprocess.run([sys.executable, "-m", f"pipeline.{stage}"], cwd=project, env=_env(**env), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"{stage} failed:\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+@pytest.fixture(scope="module")
+def tracked_project(server, tmp_path_factory):
+    project = tmp_path_factory.mktemp("tracked")
+    write_params(project / "params.yaml", train={"sample_every": 2})
+    for stage in STAGES:
+        run_stage(project, stage, MLFLOW_TRACKING_URI=server)
+    return project
+
+
+def test_run_holds_params_curves_images_and_test_metrics(server, tracked_project):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(server)
+    exp = client.get_experiment_by_name("synthetic")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.data.params["train.lambda_l1"] == "100.0" and run.data.params["data.source"] == "synthetic"
+    assert run.data.params["model.ngf"] == "8" and int(run.data.params["params_G"]) > 0
+    for loss in ("G_GAN", "G_L1", "D_real", "D_fake", "lr", "images_per_sec"):
+        assert len(client.get_metric_history(run.info.run_id, loss)) == 4, loss  # 4 steps, log_every=1
+    assert len(client.get_metric_history(run.info.run_id, "val_l1")) == 2  # 2 epochs
+    for key in ("test_l1", "test_psnr", "test_ssim"):
+        assert key in run.data.metrics
+    tags = run.data.tags
+    assert len(tags["data_fingerprint"]) == 64 and tags["device"] == "cpu" and "torch" in tags
+    images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    steps = {p.split("+step+")[1].split("+")[0] for p in images if "+step+" in p}
+    assert len(steps) >= 2, images
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "eval")} >= {"eval/eval.json", "eval/eval_per_image.csv", "eval/best.png"}
+    assert run.info.status == "FINISHED"
+
+
+def test_registered_version_has_signature_tags_and_aliases(server, tracked_project):
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(server)
+    name = "pix2pix-synthetic"
+    v1 = client.get_model_version(name, "1")
+    assert float(v1.tags["test_l1"]) > 0 and len(v1.tags["data_fingerprint"]) == 64
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "1"
+    mlflow.set_tracking_uri(server)
+    info = mlflow.models.get_model_info(f"models:/{name}/1")
+    assert info.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "uint8"
+
+    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    image = np.random.default_rng(0).integers(0, 256, (2, 40, 50, 3), dtype=np.uint8)
+    out = model.predict(image)
+    assert out.shape == (2, 40, 50, 3) and out.dtype == np.uint8
+
+    # A second export is a new version: it becomes challenger, the champion stays.
+    run_stage(tracked_project, "export", MLFLOW_TRACKING_URI=server)
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+
+
+def test_unreachable_tracking_server_does_not_lose_training(tmp_path):
+    write_params(tmp_path / "params.yaml")
+    dead = f"http://127.0.0.1:{_free_port()}"
+    env = {"MLFLOW_TRACKING_URI": dead, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
+    for stage in STAGES:
+        r = run_stage(tmp_path, stage, **env)
+        if stage == "train":
+            assert "warning: MLflow start failed" in r.stderr and "results stay on disk" in r.stderr
+    assert (tmp_path / "models/checkpoints/last.pt").is_file()
+    assert (tmp_path / "metrics/eval.json").is_file() and (tmp_path / "models/export/generator.onnx").is_file()
+
+
+def test_default_store_is_an_absolute_sqlite_file_in_the_project(tmp_path, monkeypatch):
+    from pipeline import tracking
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    exp_copy = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc"
+    exp_copy.mkdir(parents=True)
+    monkeypatch.chdir(exp_copy)
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert tracking.dataset_name("../shared/datasets/facades/") == "facades"
+    assert tracking.dataset_name("https://x.org/data/My_Maps.tar.gz") == "my-maps"

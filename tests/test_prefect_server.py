@@ -1,0 +1,92 @@
+"""A real Prefect server on 127.0.0.1: serve the scheduled deployment, trigger it, watch it finish."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import make_project, tool_env
+
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(1)
+    pytest.fail(f"timed out after {timeout} s waiting for {what}")
+
+
+def _stop(proc, timeout=60):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_scheduled_deployment_runs_to_completion(tmp_path):
+    project = make_project(tmp_path / "project")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = tool_env(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=api)
+    server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env=server_env, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT)
+    serve = None
+    try:
+        def healthy():
+            try:
+                return urllib.request.urlopen(f"{api}/health", timeout=2).status == 200
+            except OSError:
+                return False
+
+        _wait(healthy, 120, "the Prefect server")
+        serve = subprocess.Popen([sys.executable, "-m", "pipeline.flows", "serve", "--project", str(project), "--name", "nightly",
+                                  "--cron", "0 3 * * 1"], cwd=project, env=env, stdout=open(logs / "serve.log", "w"), stderr=subprocess.STDOUT)
+
+        def prefect(*args):
+            return subprocess.run([sys.executable, "-m", "prefect", *args], env=env, capture_output=True, text=True, timeout=120)
+
+        inspected = _wait(lambda: (r := prefect("deployment", "inspect", "pix2pix-retrain/nightly")).returncode == 0 and r.stdout, 120, "the deployment")
+        assert "0 3 * * 1" in inspected
+
+        run = prefect("deployment", "run", "pix2pix-retrain/nightly")
+        assert run.returncode == 0, run.stdout + run.stderr
+        run_id = next(line.split()[-1] for line in run.stdout.splitlines() if "UUID" in line)
+
+        def final_state():
+            r = prefect("flow-run", "inspect", run_id)
+            for state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                if f"type=StateType.{state}" in r.stdout or f"'type': '{state}'" in r.stdout or f"state_type={state}" in r.stdout:
+                    return state
+            return None
+
+        state = _wait(final_state, 480, "the flow run to finish")
+        assert state == "COMPLETED", (logs / "serve.log").read_text()[-3000:]
+        summary = json.loads((project / ".retrain/state.json").read_text())["summary"]
+        assert summary["decision"] == "promoted" and summary["model"]["version"] == "1"
+    finally:
+        if serve is not None:
+            _stop(serve)  # serve first, or it hangs pausing deployments on a dead server
+        _stop(server)
