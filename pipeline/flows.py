@@ -148,13 +148,15 @@ def promotion_gate(root: str) -> dict:
     gate = section(params, "promotion")
     direction = card["params"]["data"]["direction"]
     pairs = frozen_test_pairs(pd.read_csv(rootp / "data/pairs/manifest.csv"), direction, rootp / "data/pairs")
-    cwd = os.getcwd()
+    import mlflow
+
+    cwd, saved_uri = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
     os.chdir(rootp)  # the default tracking store is relative to the project
     try:
-        mlflow = connect()
-        decision = promote(mlflow, registered["name"], registered["version"], pairs, str(gate.get("metric", "l1")), float(gate.get("min_improvement", 0.0)))
+        decision = promote(connect(), registered["name"], registered["version"], pairs, str(gate.get("metric", "l1")), float(gate.get("min_improvement", 0.0)))
     finally:
         os.chdir(cwd)
+        mlflow.set_tracking_uri(saved_uri)  # connect() exported this project's URI; do not leak it
     get_run_logger().info("promotion: %s", decision.reason)
     return decision.to_dict()
 

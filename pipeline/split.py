@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pix2pix.data import ImageError, list_images, open_image, to_channels
+from pix2pix.data import ImageError, list_images, match_by_name, open_image, to_channels
 
 from .params import PAIRS, RAW, StageError, load_params, run_stage, section
 
@@ -32,12 +32,10 @@ def candidates(folder: Path, rejected: list[dict]) -> list[tuple[str, Path, Path
     """(name, a_or_combined, b_or_None) for each example in one folder."""
     a_dir, b_dir = folder / "A", folder / "B"
     if a_dir.is_dir() and b_dir.is_dir():
-        a_files = {p.stem: p for p in list_images(a_dir)}
-        b_files = {p.stem: p for p in list_images(b_dir)}
-        for stem in sorted(a_files.keys() ^ b_files.keys()):
-            lonely = a_files.get(stem) or b_files[stem]
-            rejected.append({"path": str(lonely), "reason": "no file with the same name in the other folder (A/ vs B/)"})
-        return [(s, a_files[s], b_files[s]) for s in sorted(a_files.keys() & b_files.keys())]
+        pairs, lonely = match_by_name(a_dir, b_dir)
+        for path in lonely:
+            rejected.append({"path": str(path), "reason": "no file with the same name in the other folder (A/ vs B/)"})
+        return [(p.name, p.a, p.b) for p in pairs]
     seen: dict[str, Path] = {}
     out = []
     for p in list_images(folder):

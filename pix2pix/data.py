@@ -116,6 +116,14 @@ def read_pair(pair: Pair, input_nc: int, output_nc: int, direction: str) -> tupl
     return (a, b) if direction == "AtoB" else (b, a)
 
 
+def match_by_name(a_dir: Path, b_dir: Path) -> tuple[list[Pair], list[Path]]:
+    """Same-stem files of A/ and B/ as pairs (sorted), and the files that have no partner."""
+    a_files = {p.stem: p for p in list_images(a_dir)}
+    b_files = {p.stem: p for p in list_images(b_dir)}
+    lonely = [a_files.get(stem) or b_files[stem] for stem in sorted(a_files.keys() ^ b_files.keys())]
+    return [Pair(a_files[s], b_files[s]) for s in sorted(a_files.keys() & b_files.keys())], lonely
+
+
 def discover_pairs(root: Path) -> list[Pair]:
     """Find the pairs in a folder: A/ + B/ subfolders with matching names, else A|B images."""
     root = Path(root)
@@ -123,13 +131,10 @@ def discover_pairs(root: Path) -> list[Pair]:
         raise ImageError(f"{root}: not a folder; point the data path at a folder of A|B images or with A/ and B/ subfolders")
     a_dir, b_dir = root / "A", root / "B"
     if a_dir.is_dir() and b_dir.is_dir():
-        a_files = {p.stem: p for p in list_images(a_dir)}
-        b_files = {p.stem: p for p in list_images(b_dir)}
-        for stem in sorted(a_files.keys() ^ b_files.keys()):
-            lonely = a_files.get(stem) or b_files[stem]
-            other = "B" if stem in a_files else "A"
-            raise ImageError(f"{lonely}: has no partner with the same name in {root / other}; add it or remove this file")
-        pairs = [Pair(a_files[s], b_files[s]) for s in sorted(a_files)]
+        pairs, lonely = match_by_name(a_dir, b_dir)
+        if lonely:
+            other = "B" if lonely[0].parent == a_dir else "A"
+            raise ImageError(f"{lonely[0]}: has no partner with the same name in {root / other}; add it or remove this file")
     else:
         pairs = [Pair(p) for p in list_images(root)]
     if not pairs:

@@ -144,6 +144,7 @@ def tool_env(**extra) -> dict:
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "2",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.pop("MLFLOW_TRACKING_URI", None)  # each test names its own store, or uses the project default
     env.update(extra)
     return env
 
