@@ -47,7 +47,7 @@ def baseline_metrics(mean: torch.Tensor, test: PairedDataset) -> dict[str, float
     sums = {k: 0.0 for k in METRIC_NAMES}
     for batch in _batches(test, range(len(test))):
         fake = mean.expand_as(batch["target"])
-        scores = per_image_metrics(to_image_range(fake.clone()), to_image_range(batch["target"]))
+        scores = per_image_metrics(to_image_range(fake), to_image_range(batch["target"]))
         for k in METRIC_NAMES:
             sums[k] += float(scores[k].sum())
     return {k: v / len(test) for k, v in sums.items()}

@@ -8,6 +8,7 @@ promotion gate's job.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -49,16 +50,19 @@ def register_generator(mlflow, name: str, onnx_path: Path, input_nc: int, output
         outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, output_nc))]),
     )
     example = np.random.default_rng(0).integers(0, 256, (1, 32, 32, input_nc), dtype=np.uint8)
-    info = mlflow.pyfunc.log_model(
-        name="generator",
-        python_model=str(SERVING_CODE),
-        artifacts={"generator": str(onnx_path)},
-        code_paths=[str(LIBRARY)],
-        signature=signature,
-        input_example=example,
-        pip_requirements=_requirements(),
-        registered_model_name=name,
-    )
+    with warnings.catch_warnings():
+        # The explicit tensor signature replaces type-hint validation; silence MLflow's advice.
+        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
+        info = mlflow.pyfunc.log_model(
+            name="generator",
+            python_model=str(SERVING_CODE),
+            artifacts={"generator": str(onnx_path)},
+            code_paths=[str(LIBRARY)],
+            signature=signature,
+            input_example=example,
+            pip_requirements=_requirements(),
+            registered_model_name=name,
+        )
     version = str(info.registered_model_version)
     client = mlflow.MlflowClient()
     for key, value in tags.items():

@@ -4,8 +4,8 @@ Writes models/checkpoints/ (last.pt + rotated epoch checkpoints + sample grids),
 metrics/train.json (DVC metrics) and per-step / per-epoch CSVs for `dvc plots`.
 
 A run killed half-way resumes from models/checkpoints/last.pt on the next `dvc repro` when
-the data manifest and the data/model/train params are unchanged (their fingerprint is kept
-beside the checkpoint); otherwise training starts over.
+the data manifest, the data/model/train params and the training code are unchanged (their
+fingerprint is kept beside the checkpoint); otherwise training starts over.
 """
 
 from __future__ import annotations
@@ -48,6 +48,17 @@ def split_pairs(manifest: pd.DataFrame, split: str, root: Path = PAIRS) -> list[
 def data_fingerprint(manifest_path: Path = MANIFEST) -> str:
     """SHA-256 of the manifest, which lists every pair with its source file's hash."""
     return hashlib.sha256(manifest_path.read_bytes()).hexdigest()
+
+
+def code_fingerprint() -> str:
+    """SHA-256 of the training code (the library and this stage's modules): a checkpoint made
+    by other code is never resumed, so a fix to a loss or a network retrains from scratch."""
+    here = Path(__file__).parent
+    files = sorted((here.parent / "pix2pix").glob("*.py")) + [here / n for n in ("train.py", "params.py", "tracking.py")]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
 
 
 class CsvHistory(Callback):
@@ -104,7 +115,7 @@ def main() -> None:
     manifest = read_manifest()
     train_pairs = split_pairs(manifest, "train")
     val_pairs = split_pairs(manifest, "val") or split_pairs(manifest, "test")
-    fingerprint = {"data": data_fingerprint(), "config": cfg.to_dict()}
+    fingerprint = {"data": data_fingerprint(), "code": code_fingerprint(), "config": cfg.to_dict()}
     resume = prepare_checkpoint_dir(fingerprint)
 
     train = PairedDataset(train_pairs, cfg.data, train=True)

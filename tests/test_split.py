@@ -1,4 +1,6 @@
 import io
+import struct
+import zlib
 
 import pandas as pd
 import pytest
@@ -12,6 +14,15 @@ from pipeline.params import StageError
 def _ab(path, w=64, h=32, mode="RGB"):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (w, h), (10, 120, 200)).convert(mode).save(path)
+
+
+def _png_bomb(path, w=40000, h=40000):
+    """A 60-byte PNG whose header declares w x h pixels (a decompression bomb)."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
 
 
 @pytest.fixture
@@ -76,15 +87,17 @@ def test_bad_files_are_rejected_with_reasons_and_good_ones_kept(project, capsys)
     _ab(raw / "tiny.png", w=2, h=1)
     _ab(raw / "wide.png", w=513, h=256)
     _ab(raw / "square.png", w=300, h=300)
+    _png_bomb(raw / "bomb.png")
     split.main()
     m = pd.read_csv(project / "data/pairs/manifest.csv")
     assert sorted(m["source"]) == sorted(f"train/{n}" for n in ("good.png", "gray16.png", "palette.png", "cmyk.jpg", "rgba.png", "la.png"))
     rejected = pd.read_csv(project / "data/pairs/rejected.csv").set_index("path")
     reasons = {p.split("/")[-1]: r for p, r in rejected["reason"].items()}
-    assert set(reasons) == {"empty.jpg", "text.jpg", "truncated.jpg", "tiny.png", "wide.png", "square.png"}
+    assert set(reasons) == {"empty.jpg", "text.jpg", "truncated.jpg", "tiny.png", "wide.png", "square.png", "bomb.png"}
+    assert "too large to decode safely" in reasons["bomb.png"]
     assert "not a readable image" in reasons["text.jpg"] and "too small" in reasons["tiny.png"]
     assert "513x256" in reasons["wide.png"] and "decode" in reasons["truncated.jpg"]
-    assert "6 rejected" in capsys.readouterr().out
+    assert "7 rejected" in capsys.readouterr().out
 
 
 def test_stage_fails_only_when_nothing_usable_remains(project):
