@@ -10,7 +10,6 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_FACADES = ROOT.parent / "shared" / "datasets" / "facades"
 
 
 @pytest.fixture(scope="session")
