@@ -56,7 +56,7 @@ def score_model(mlflow, model_uri: str, pairs: list[tuple[Path, Path]], metric: 
         out = np.asarray(model.predict(np.asarray(Image.open(src).convert("RGB"))[None])[0])
         if out.shape[-1] == 1:
             target = np.asarray(Image.open(dst).convert("L"))[..., None]
-        to_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float() / 255  # noqa: E731
+        to_t = lambda a: torch.tensor(a).permute(2, 0, 1)[None].float() / 255  # noqa: E731
         values.append(float(per_image_metrics(to_t(out), to_t(target))[metric][0]))
     if not values:
         raise ValueError("no test pairs to score on")
