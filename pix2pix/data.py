@@ -187,7 +187,7 @@ class PairedDataset(Dataset):
         index, seed = (key, None) if isinstance(key, int) else key
         a, b = self.decoded(index)
         if self.train and seed is not None:
-            a, b = self._random_view(a, b, torch.Generator().manual_seed(seed))
+            a, b = self._random_view(a, b, torch.Generator().manual_seed(seed), self.pairs[index])
         else:
             a, b = self._eval_view(a, b)
         return {"input": to_unit_range(a), "target": to_unit_range(b), "name": self.pairs[index].name}
@@ -197,7 +197,7 @@ class PairedDataset(Dataset):
             return img
         return TF.resize(img, [size, size], interpolation=InterpolationMode.BICUBIC, antialias=True)
 
-    def _random_view(self, a, b, gen: torch.Generator):
+    def _random_view(self, a, b, gen: torch.Generator, pair: Pair):
         cfg = self.cfg
         if cfg.preprocess == "resize_and_crop":
             a, b = self._resize(a, cfg.load_size), self._resize(b, cfg.load_size)
@@ -208,7 +208,7 @@ class PairedDataset(Dataset):
         if cfg.preprocess in ("resize_and_crop", "crop"):
             h, w = a.shape[-2:]
             if h < cfg.crop_size or w < cfg.crop_size:
-                raise ImageError(f"{self.pairs[0].a.parent}: images of {w}x{h} are smaller than data.crop_size {cfg.crop_size}; lower crop_size or use preprocess=resize_and_crop")
+                raise ImageError(f"{pair.a}: {w}x{h} is smaller than data.crop_size {cfg.crop_size}; lower crop_size or use preprocess=resize_and_crop")
             top = int(torch.randint(0, h - cfg.crop_size + 1, (1,), generator=gen))
             left = int(torch.randint(0, w - cfg.crop_size + 1, (1,), generator=gen))
             a = TF.crop(a, top, left, cfg.crop_size, cfg.crop_size)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -37,8 +42,6 @@ def tiny_config(**train_overrides):
 
 def run_cli(*args, cwd=None, env=None, timeout=600):
     """Run `python -m pix2pix.cli ...` as a user would; returns CompletedProcess."""
-    import subprocess
-
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "pix2pix.cli", *map(str, args)],
@@ -151,7 +154,6 @@ def tool_env(**extra) -> dict:
 def make_project(root: Path, **params) -> Path:
     """A fresh copy of the project (git + dvc initialised) with tiny params."""
     import shutil
-    import subprocess
 
     for name in PROJECT_FILES:
         src = ROOT / name
@@ -166,3 +168,52 @@ def make_project(root: Path, **params) -> Path:
                 ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
         subprocess.run(cmd, cwd=root, check=True, env=env, capture_output=True)
     return root
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1 (free port, sqlite + local artifacts) in its own process
+    group, since it runs uvicorn as a child: stop() or kill() ends both."""
+
+    def __init__(self, root: Path):
+        self.uri = f"http://127.0.0.1:{free_port()}"
+        port = self.uri.rsplit(":", 1)[1]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", port, "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
+            env=tool_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float = 90) -> "MlflowServer":
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{self.uri}/health", timeout=2).status == 200:
+                    return self
+            except OSError:
+                time.sleep(0.5)
+        self.kill()
+        pytest.fail(f"mlflow server did not start in {timeout} s")
+
+    def _signal(self, sig) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self) -> None:
+        self._signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+        self.proc.wait()

@@ -1,61 +1,26 @@
 """MLflow against a real tracking server: the pipeline's run, curves, images and registry."""
 
-import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import write_params
+from conftest import MlflowServer, free_port, tool_env, write_params
 
 pytestmark = pytest.mark.slow
 STAGES = ("download", "split", "train", "evaluate", "export")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _env(**extra):
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "2"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env.update(extra)
-    return env
+    return tool_env(**extra)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
-        env=_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.terminate()
-        pytest.fail("mlflow server did not start in 90 s")
-    yield uri
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    srv = MlflowServer(tmp_path_factory.mktemp("mlflow-server")).wait_ready()
+    yield srv.uri
+    srv.stop()
 
 
 def run_stage(project, stage, **env):
@@ -124,7 +89,7 @@ def test_registered_version_has_signature_tags_and_aliases(server, tracked_proje
 
 def test_unreachable_tracking_server_does_not_lose_training(tmp_path):
     write_params(tmp_path / "params.yaml")
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     env = {"MLFLOW_TRACKING_URI": dead, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}
     for stage in STAGES:
         r = run_stage(tmp_path, stage, **env)

@@ -1,26 +1,17 @@
 """A real Prefect server on 127.0.0.1: serve the scheduled deployment, trigger it, watch it finish."""
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
-from conftest import make_project, tool_env
+from conftest import free_port, make_project, tool_env
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(predicate, timeout, what):
@@ -45,7 +36,7 @@ def _stop(proc, timeout=60):
 
 def test_scheduled_deployment_runs_to_completion(tmp_path):
     project = make_project(tmp_path / "project")
-    port = _free_port()
+    port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = tool_env(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=api)
     server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}

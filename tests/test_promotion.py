@@ -33,7 +33,6 @@ def registry(tmp_path, monkeypatch):
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     exp = mlflow.create_experiment("gate", artifact_location=(tmp_path / "artifacts").as_uri())
-    versions = {}
 
     def register(model) -> str:
         with mlflow.start_run(experiment_id=exp):

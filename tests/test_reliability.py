@@ -8,9 +8,8 @@ import sys
 import time
 
 import pytest
-import torch
 
-from conftest import run_cli, tool_env, write_params
+from conftest import MlflowServer, run_cli, tool_env, write_params
 from pix2pix.checkpoint import CheckpointError, load_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -123,29 +122,12 @@ def test_only_bad_images_fail_the_split_stage_with_a_summary(tmp_path):
 
 
 def test_tracking_server_dying_mid_run_does_not_stop_training(tmp_path):
-    import socket
-    import urllib.request
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'srv.db'}", "--artifacts-destination", str(tmp_path / "srv-artifacts")],
-        env=tool_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)  # its own process group: `mlflow server` runs uvicorn as a child
+    server = MlflowServer(tmp_path / "server").wait_ready()
     try:
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.5)
         project = tmp_path / "project"
         project.mkdir()
         write_params(project / "params.yaml", train={"epochs": 150, "epochs_decay": 0})
-        env = tool_env(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}", MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="3")
+        env = tool_env(MLFLOW_TRACKING_URI=server.uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="3")
         for stage in ("download", "split"):
             subprocess.run([sys.executable, "-m", f"pipeline.{stage}"], cwd=project, env=env, check=True, capture_output=True)
         train = subprocess.Popen([sys.executable, "-m", "pipeline.train"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -154,8 +136,7 @@ def test_tracking_server_dying_mid_run_does_not_stop_training(tmp_path):
             time.sleep(0.1)
         time.sleep(1.0)
     finally:
-        os.killpg(server.pid, signal.SIGKILL)  # the tracking server (and its uvicorn) goes away mid-run
-        server.wait()
+        server.kill()  # the tracking server goes away mid-run
     out, err = train.communicate(timeout=600)
     assert train.returncode == 0, err
     assert "warning: MLflow" in err and "results stay on disk" in err
