@@ -14,7 +14,7 @@ import torch
 from torchvision.utils import save_image
 
 from pix2pix.checkpoint import atomic_write_text
-from pix2pix.data import PairedDataset, collate, to_image_range
+from pix2pix.data import PairedDataset, collate, iter_batches, to_image_range
 from pix2pix.metrics import METRIC_NAMES, evaluate, per_image_metrics
 from pix2pix.predict import generator_from_checkpoint
 from pix2pix.train import select_device
@@ -25,19 +25,12 @@ from .train import read_manifest, split_pairs
 
 EVAL_JSON = METRICS / "eval.json"
 PER_IMAGE = REPORTS / "eval_per_image.csv"
-BATCH = 8
-
-
-def _batches(ds: PairedDataset, indices):
-    indices = list(indices)
-    for j in range(0, len(indices), BATCH):
-        yield collate([ds[i] for i in indices[j : j + BATCH]])
 
 
 def mean_target(ds: PairedDataset) -> torch.Tensor:
     """The trivial baseline: the average training target image (eval view)."""
     total = None
-    for batch in _batches(ds, range(len(ds))):
+    for batch in iter_batches(ds):
         s = batch["target"].sum(0)
         total = s if total is None else total + s
     return total / len(ds)
@@ -45,7 +38,7 @@ def mean_target(ds: PairedDataset) -> torch.Tensor:
 
 def baseline_metrics(mean: torch.Tensor, test: PairedDataset) -> dict[str, float]:
     sums = {k: 0.0 for k in METRIC_NAMES}
-    for batch in _batches(test, range(len(test))):
+    for batch in iter_batches(test):
         fake = mean.expand_as(batch["target"])
         scores = per_image_metrics(to_image_range(fake), to_image_range(batch["target"]))
         for k in METRIC_NAMES:
@@ -73,7 +66,7 @@ def main() -> None:
     if not test_pairs:
         raise StageError("no test or val pairs in the manifest; set data.split.test > 0 or add a test folder")
     test = PairedDataset(test_pairs, cfg.data, train=False)
-    means, rows = evaluate(g, _batches(test, range(len(test))), device)
+    means, rows = evaluate(g, iter_batches(test), device)
     baseline = baseline_metrics(mean_target(PairedDataset(split_pairs(manifest, "train"), cfg.data, train=False)), test)
 
     result = {

@@ -9,7 +9,6 @@ rejected.csv with a reason; the stage fails only when no usable pair remains.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -18,14 +17,11 @@ import pandas as pd
 
 from pix2pix.data import ImageError, list_images, match_by_name, open_image, to_channels
 
+from .download import sha256
 from .params import PAIRS, RAW, StageError, load_params, run_stage, section
 
 SPLITS = ("train", "val", "test")
 MIN_SIDE = 16  # pixels per half; smaller images carry no usable structure
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def candidates(folder: Path, rejected: list[dict]) -> list[tuple[str, Path, Path | None]]:
@@ -120,7 +116,7 @@ def build(raw: Path, out: Path, ratios: dict) -> tuple[pd.DataFrame, pd.DataFram
                 "width": a_img.size[0],
                 "height": a_img.size[1],
                 "source": a.relative_to(raw).as_posix(),
-                "sha256": _sha256(a) if b is None else _sha256(a) + ":" + _sha256(b),
+                "sha256": sha256(a) if b is None else sha256(a) + ":" + sha256(b),
             }
         )
     manifest = pd.DataFrame(rows, columns=["id", "split", "a_path", "b_path", "width", "height", "source", "sha256"])

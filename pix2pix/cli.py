@@ -106,15 +106,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import csv
 
-    from .data import PairedDataset, collate
+    from .data import PairedDataset, iter_batches
     from .metrics import evaluate
     from .predict import load_runner
 
     runner = load_runner(args.model, device=args.device)
     cfg = Config.from_dict(runner.config)
     data = PairedDataset(args.data, cfg.data, train=False)
-    batches = (collate([data[i] for i in range(j, min(j + 8, len(data)))]) for j in range(0, len(data), 8))
-    means, rows = evaluate(runner, batches)
+    means, rows = evaluate(runner, iter_batches(data))
     means["count"] = len(rows)
     text = json.dumps(means, indent=2)
     if args.out:

@@ -273,6 +273,13 @@ class EpochSampler(Sampler):
             yield index, aug_seed(self.seed, self.epoch, index)
 
 
+def iter_batches(ds: Dataset, indices=None, size: int = 8) -> Iterator[dict]:
+    """Evaluation batches of `ds` (int indexing: the deterministic view), in order."""
+    indices = list(range(len(ds)) if indices is None else indices)
+    for j in range(0, len(indices), size):
+        yield collate([ds[i] for i in indices[j : j + size]])
+
+
 def collate(items: list[dict]) -> dict:
     return {
         "input": torch.stack([it["input"] for it in items]),

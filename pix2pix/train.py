@@ -25,7 +25,7 @@ from torchvision.utils import make_grid
 from .callbacks import Callback, CallbackList
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import Config
-from .data import EpochSampler, PairedDataset, collate, to_image_range
+from .data import EpochSampler, PairedDataset, collate, iter_batches, to_image_range
 from .losses import GANLoss, discriminator_loss, l1_loss
 from .metrics import evaluate
 from .networks import build_discriminator, build_generator, count_parameters
@@ -294,8 +294,7 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         if self.val_data is None:
             return {}
-        subset = range(min(self.val_images, len(self.val_data)))
-        batches = (collate([self.val_data[i] for i in subset[j : j + 8]]) for j in range(0, len(subset), 8))
+        batches = iter_batches(self.val_data, range(min(self.val_images, len(self.val_data))))
         g = self.model.G
         g.eval()
         try:
