@@ -20,10 +20,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from pix2pix import distributed
 from pix2pix.callbacks import Callback, SampleSaver
 from pix2pix.checkpoint import atomic_write_text
 from pix2pix.data import Pair, PairedDataset
-from pix2pix.train import Trainer
+from pix2pix.train import Trainer, select_device
 
 from .params import CHECKPOINTS, MANIFEST, METRICS, PAIRS, StageError, load_params, pix2pix_config, run_stage
 from .tracking import MlflowCallback, git_info, project_root, training_run
@@ -95,14 +96,20 @@ class CsvHistory(Callback):
         atomic_write_text(self.val_csv, pd.DataFrame(self.val_rows).to_csv(index=False))
 
 
-def prepare_checkpoint_dir(fingerprint: dict) -> bool:
-    """True when the checkpoints belong to this exact data+params (resume); else wipe them."""
+def checkpoint_matches(fingerprint: dict) -> bool:
+    """True when the checkpoints belong to this exact data+params+code (resume them)."""
     if FINGERPRINT.is_file() and (CHECKPOINTS / "last.pt").is_file():
         try:
-            if json.loads(FINGERPRINT.read_text()) == fingerprint:
-                return True
+            return json.loads(FINGERPRINT.read_text()) == fingerprint
         except json.JSONDecodeError:
             pass
+    return False
+
+
+def prepare_checkpoint_dir(fingerprint: dict) -> bool:
+    """True when the checkpoints can be resumed; else wipe them and start a new folder."""
+    if checkpoint_matches(fingerprint):
+        return True
     shutil.rmtree(CHECKPOINTS, ignore_errors=True)
     CHECKPOINTS.mkdir(parents=True)
     atomic_write_text(FINGERPRINT, json.dumps(fingerprint, indent=2))
@@ -116,18 +123,29 @@ def main() -> None:
     train_pairs = split_pairs(manifest, "train")
     val_pairs = split_pairs(manifest, "val") or split_pairs(manifest, "test")
     fingerprint = {"data": data_fingerprint(), "code": code_fingerprint(), "config": cfg.to_dict()}
-    resume = prepare_checkpoint_dir(fingerprint)
+    # Under torchrun (see the README) rank 0 prepares the folder while the others wait.
+    ctx = distributed.context()
+    distributed.setup(ctx, select_device(cfg.train.device))
+    resume = prepare_checkpoint_dir(fingerprint) if ctx.is_main else False
+    if ctx.enabled:
+        torch.distributed.barrier()
+        resume = resume or checkpoint_matches(fingerprint)
 
     train = PairedDataset(train_pairs, cfg.data, train=True)
     val = PairedDataset(val_pairs, cfg.data, train=False) if val_pairs else None
     METRICS.mkdir(parents=True, exist_ok=True)
     callbacks: list[Callback] = [SampleSaver(CHECKPOINTS / "samples")]
     trainer = Trainer(cfg, train, CHECKPOINTS, val_data=val, callbacks=callbacks, resume=resume)
+    if not ctx.is_main:  # the other ranks only compute: no logs, files or MLflow run
+        if trainer.fit()["status"] == "interrupted":
+            raise KeyboardInterrupt
+        return
     history = CsvHistory(LOSS_CSV, VAL_CSV, trainer.step)
     trainer.callbacks.callbacks.append(history)
     start_step = trainer.step
     print(
         f"train: {len(train)} pairs, {trainer.total_epochs} epochs x {trainer.steps_per_epoch} steps on {trainer.device}"
+        + (f" x {ctx.world_size} processes" if ctx.enabled else "")
         + (f", resuming at step {start_step}" if start_step else "")
     )
     tags = {"data_fingerprint": fingerprint["data"], "torch": torch.__version__, **git_info(project_root())}
@@ -146,7 +164,7 @@ def main() -> None:
         "steps": summary["step"],
         "epochs": summary["epoch"],
         "seconds": round(seconds, 2),
-        "images_per_sec": round(steps_run * cfg.train.batch_size / seconds, 2) if steps_run else None,
+        "images_per_sec": round(steps_run * cfg.train.batch_size * ctx.world_size / seconds, 2) if steps_run else None,
         "resumed_from_step": start_step,
         "device": str(trainer.device),
         **{k: round(v, 5) for k, v in summary.items() if k in ("G_GAN", "G_L1", "D_real", "D_fake")},

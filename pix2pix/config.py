@@ -21,6 +21,7 @@ PREPROCESS = ("resize_and_crop", "crop", "resize", "none")
 NORMS = ("batch", "instance", "none")
 DISCRIMINATORS = ("patch", "pixel")
 GAN_MODES = ("vanilla", "lsgan", "hinge")
+SWITCH = ("auto", "true", "false")
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -102,7 +103,13 @@ class TrainConfig:
     lambda_l1: float = 100.0
     seed: int = 0
     device: str = "auto"  # auto (cuda, then cpu), cpu, cuda, cuda:1, ...
-    amp: bool = True  # mixed precision; only ever used on CUDA
+    amp: bool = True  # mixed precision on CUDA: bf16 where supported, else fp16 + GradScaler
+    channels_last: str = field(default="auto", metadata={"switch": True})  # auto = on CUDA only
+    cudnn_benchmark: bool = True  # CUDA: pick the fastest conv algorithms for the fixed size
+    pin_memory: bool = True  # CUDA: page-locked batches copied with non_blocking=True
+    compile: bool = False  # torch.compile G and D (minutes of compiling; pays off on long GPU runs)
+    retain_memory: bool = True  # CPU: glibc keeps freed memory (no page faults every step)
+    sync_batchnorm: bool = True  # under torchrun on CUDA: BatchNorm statistics over all ranks
     num_workers: int = 0  # DataLoader workers; 0 keeps the two-core CPU for compute
     log_every: int = 10  # steps between loss reports to callbacks
     sample_every: int = 100  # steps between sample grids
@@ -112,6 +119,9 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         s = "train"
         _choice(s, "gan_mode", self.gan_mode, GAN_MODES)
+        if isinstance(self.channels_last, bool):
+            self.channels_last = "true" if self.channels_last else "false"
+        _choice(s, "channels_last", self.channels_last, SWITCH)
         for name in ("epochs", "epochs_decay", "num_workers", "checkpoint_every", "keep_checkpoints"):
             v = getattr(self, name)
             _check(isinstance(v, int) and v >= 0, f"{s}.{name}", f"got {v!r}; use an integer >= 0")
@@ -195,6 +205,8 @@ def _coerce(value: Any, f: dataclasses.Field, key: str) -> Any:
                 raise ValueError(value)
             return float(value)
         if typ == "str":
+            if isinstance(value, bool) and f.metadata.get("switch"):  # YAML true/false
+                return "true" if value else "false"
             if not isinstance(value, str):
                 raise ValueError(value)
             return value

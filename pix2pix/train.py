@@ -22,13 +22,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision.utils import make_grid
 
+from . import distributed
 from .callbacks import Callback, CallbackList
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .config import Config
 from .data import EpochSampler, PairedDataset, collate, iter_batches, to_image_range
+from .distributed import DistContext
 from .losses import GANLoss, discriminator_loss, l1_loss
 from .metrics import evaluate
 from .networks import build_discriminator, build_generator, count_parameters
+from .performance import configure_backends, retain_freed_memory, use_channels_last
 
 LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
 
@@ -63,11 +66,21 @@ class Pix2Pix(nn.Module):
         self.cfg = cfg
         self.device = device
         d, m, t = cfg.data, cfg.model, cfg.train
-        self.G = build_generator(m, d.input_nc, d.output_nc, d.crop_size).to(device)
-        self.D = build_discriminator(m, d.input_nc, d.output_nc).to(device)
+        self.channels_last = use_channels_last(t.channels_last, device)
+        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        self.G = build_generator(m, d.input_nc, d.output_nc, d.crop_size).to(device, memory_format=memory_format)
+        self.D = build_discriminator(m, d.input_nc, d.output_nc).to(device, memory_format=memory_format)
+        # What train_step calls: the modules themselves, or DDP/torch.compile wrappers of them
+        # (see `accelerate`). Checkpoints always hold the plain modules' state.
+        self.run_G: nn.Module = self.G
+        self.run_D: nn.Module = self.D
+        self.run_D_frozen: nn.Module = self.D  # the G step's D: no weight gradients, no DDP
         self.gan_loss = GANLoss(t.gan_mode)
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.lr, betas=(t.beta1, t.beta2))
+        # Fused Adam: one pass over each parameter tensor instead of ~10 (measured 5x faster
+        # on CPU for the 57M parameters, ~0.15 s of every 256x256 step).
+        fused = device.type in ("cpu", "cuda")
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), fused=fused)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), fused=fused)
         decay = linear_decay(t.epochs, t.epochs_decay)
         self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, decay)
         self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, decay)
@@ -77,6 +90,24 @@ class Pix2Pix(nn.Module):
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
+    def accelerate(self, ctx: DistContext) -> None:
+        """Wrap for multi-process (DDP) and/or compiled execution; call after loading state."""
+        t = self.cfg.train
+        if ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            if t.sync_batchnorm and self.device.type == "cuda" and self.cfg.model.norm == "batch":
+                # Same Parameter objects, so the optimisers stay valid.
+                self.G = nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
+                self.D = nn.SyncBatchNorm.convert_sync_batchnorm(self.D)
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.run_G = DDP(self.G, device_ids=ids)
+            self.run_D = DDP(self.D, device_ids=ids)
+        if t.compile:
+            self.run_G = torch.compile(self.run_G)
+            self.run_D = torch.compile(self.run_D)
+            self.run_D_frozen = torch.compile(self.D) if ctx.enabled else self.run_D
+
     def autocast(self):
         if self.amp_dtype is None:
             return nullcontext()
@@ -84,24 +115,28 @@ class Pix2Pix(nn.Module):
 
     def train_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """One D update then one G update; returns detached losses."""
+        if self.channels_last:
+            real_a = real_a.contiguous(memory_format=torch.channels_last)
+            real_b = real_b.contiguous(memory_format=torch.channels_last)
         with self.autocast():
-            fake_b = self.G(real_a)
+            fake_b = self.run_G(real_a)
 
         # Discriminator: real pairs towards 1, generated pairs towards 0.
         self.D.requires_grad_(True)
         self.opt_D.zero_grad(set_to_none=True)
         with self.autocast():
-            pred_fake = self.D(torch.cat([real_a, fake_b.detach()], 1))
-            pred_real = self.D(torch.cat([real_a, real_b], 1))
+            pred_fake = self.run_D(torch.cat([real_a, fake_b.detach()], 1))
+            pred_real = self.run_D(torch.cat([real_a, real_b], 1))
             loss_d, loss_d_real, loss_d_fake = discriminator_loss(self.gan_loss, pred_real, pred_fake)
         self.scaler.scale(loss_d).backward()
         self.scaler.step(self.opt_D)
 
-        # Generator: fool D, and stay close to the target in L1. D's weights get no gradient.
+        # Generator: fool D, and stay close to the target in L1. D's weights get no gradient
+        # (so under DDP this pass bypasses D's wrapper: it has nothing to all-reduce).
         self.D.requires_grad_(False)
         self.opt_G.zero_grad(set_to_none=True)
         with self.autocast():
-            pred_fake = self.D(torch.cat([real_a, fake_b], 1))
+            pred_fake = self.run_D_frozen(torch.cat([real_a, fake_b], 1))
             loss_g_gan = self.gan_loss(pred_fake, True, for_discriminator=False)
             loss_g_l1 = l1_loss(fake_b, real_b, self.cfg.train.lambda_l1)
         self.scaler.scale(loss_g_gan + loss_g_l1).backward()
@@ -202,37 +237,48 @@ class Trainer:
         val_images: int = 64,
     ):
         self.cfg = cfg.validate()
+        t = cfg.train
         self.out_dir = Path(out_dir)
         self.train_data, self.val_data = train_data, val_data
-        self.callbacks = CallbackList(callbacks)
-        self.progress = progress
+        # Under torchrun every rank trains; rank 0 alone reports, validates and checkpoints.
+        self.dist = distributed.context()
+        self.device = distributed.setup(self.dist, select_device(t.device))
+        self.callbacks = CallbackList(callbacks if self.dist.is_main else ())
+        self.progress = progress and self.dist.is_main
         self.val_images = val_images
-        self.device = select_device(cfg.train.device)
-        torch.manual_seed(cfg.train.seed)  # network init and dropout
+        configure_backends(self.device, t.cudnn_benchmark)
+        if self.device.type == "cpu" and t.retain_memory:
+            retain_freed_memory()
+        torch.manual_seed(t.seed)  # network init (identical on every rank) and dropout
         self.model = Pix2Pix(cfg, self.device)
-        self.sampler = EpochSampler(len(train_data), seed=cfg.train.seed)
+        self.sampler = EpochSampler(len(train_data), seed=t.seed, rank=self.dist.rank, num_replicas=self.dist.world_size)
         self.loader = DataLoader(
             train_data,
-            batch_size=cfg.train.batch_size,
+            batch_size=t.batch_size,
             sampler=self.sampler,
-            num_workers=cfg.train.num_workers,
+            num_workers=t.num_workers,
             collate_fn=collate,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=cfg.train.num_workers > 0,
+            pin_memory=self.device.type == "cuda" and t.pin_memory,
+            persistent_workers=t.num_workers > 0,
             # Its own generator: otherwise each new iterator draws from the global RNG, and a
             # resumed run (new iterator mid-epoch) would drift from a straight one.
-            generator=torch.Generator().manual_seed(cfg.train.seed),
+            generator=torch.Generator().manual_seed(t.seed),
         )
-        self.steps_per_epoch = math.ceil(len(train_data) / cfg.train.batch_size)
-        self.total_epochs = cfg.train.epochs + cfg.train.epochs_decay
+        per_rank = math.ceil(len(train_data) / self.dist.world_size)
+        self.steps_per_epoch = math.ceil(per_rank / t.batch_size)
+        self.total_epochs = t.epochs + t.epochs_decay
         self.epoch, self.batches_done, self.step = 0, 0, 0
         samples_from = val_data if val_data is not None else train_data
         fixed = [samples_from[i] for i in range(min(sample_count, len(samples_from)))]
         self.sample_batch = collate(fixed)
-        for stale in self.out_dir.glob(".*.tmp"):  # a kill during a checkpoint write
-            stale.unlink(missing_ok=True)
+        if self.dist.is_main:
+            for stale in self.out_dir.glob(".*.tmp"):  # a kill during a checkpoint write
+                stale.unlink(missing_ok=True)
         if resume and self.last_checkpoint.is_file():
             self.resume_from(self.last_checkpoint)
+        if self.dist.enabled:  # different dropout masks on each rank, reproducible on resume
+            torch.manual_seed(t.seed + 7919 * self.dist.rank + self.step)
+        self.model.accelerate(self.dist)
 
     @property
     def last_checkpoint(self) -> Path:
@@ -252,6 +298,8 @@ class Trainer:
 
     def save(self, path: Path | None = None) -> Path:
         path = path or self.last_checkpoint
+        if not self.dist.is_main:
+            return path
         save_checkpoint(self.state_dict(), path)
         self.callbacks.on_checkpoint(path, self.step)
         return path
@@ -271,7 +319,7 @@ class Trainer:
 
     def _rotate_epoch_checkpoint(self) -> None:
         keep = self.cfg.train.keep_checkpoints
-        if keep == 0:
+        if keep == 0 or not self.dist.is_main:
             return
         self.save(self.out_dir / f"epoch_{self.epoch:04d}.pt")
         old = sorted(self.out_dir.glob("epoch_*.pt"))[:-keep]
@@ -292,7 +340,7 @@ class Trainer:
         return make_grid(torch.cat(rows), nrow=n, padding=2, pad_value=1.0)
 
     def validate(self) -> dict[str, float]:
-        if self.val_data is None:
+        if self.val_data is None or not self.dist.is_main:
             return {}
         batches = iter_batches(self.val_data, range(min(self.val_images, len(self.val_data))))
         g = self.model.G
@@ -329,6 +377,7 @@ class Trainer:
                 "train_size": len(self.train_data),
                 "val_size": len(self.val_data) if self.val_data is not None else 0,
                 "start_step": self.step,
+                "world_size": self.dist.world_size,
                 "total_steps": total_steps,
             }
         )
@@ -337,6 +386,7 @@ class Trainer:
         window_start, window_images = time.perf_counter(), 0
         last: dict[str, torch.Tensor] = {}
         self.model.train()
+        stopping = False
         with _StopRequest() as stop:
             while self.epoch < self.total_epochs and self.step < target:
                 self.sampler.set_epoch(self.epoch, start=self.batches_done * cfg.batch_size)
@@ -346,7 +396,7 @@ class Trainer:
                     last = self.model.train_step(real_a, real_b)
                     self.step += 1
                     self.batches_done += 1
-                    window_images += real_a.shape[0]
+                    window_images += real_a.shape[0] * self.dist.world_size
                     if self.step % cfg.log_every == 0 or self.step == target:
                         self._check_finite(last)
                         elapsed = time.perf_counter() - window_start
@@ -357,14 +407,15 @@ class Trainer:
                         bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
                         window_start, window_images = time.perf_counter(), 0
                     bar.update(1)
-                    if self.step % cfg.sample_every == 0:
+                    if self.step % cfg.sample_every == 0 and self.dist.is_main:
                         self.callbacks.on_samples(self.step, self.sample_grid())
                     if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                         self._check_finite(last)
                         self.save()
-                    if stop.signal is not None or self.step >= target:
+                    stopping = distributed.any_rank(stop.signal is not None, self.dist, self.device)
+                    if stopping or self.step >= target:
                         break
-                if stop.signal is not None:
+                if stopping:
                     status = "interrupted"
                     break
                 if self.batches_done < self.steps_per_epoch:  # stopped mid-epoch at max_steps
@@ -376,7 +427,7 @@ class Trainer:
                 self.model.schedulers_step()
                 metrics = self.validate()
                 self.callbacks.on_epoch_end(self.epoch, self.step, metrics)
-                if not self.progress or bar.disable:
+                if self.dist.is_main and (not self.progress or bar.disable):
                     shown = " ".join(f"{k}={v:.4g}" for k, v in {**{k: float(v) for k, v in last.items()}, **metrics}.items())
                     print(f"epoch {self.epoch}/{self.total_epochs} step {self.step}: {shown}", file=sys.stderr, flush=True)
                 if last:
@@ -389,7 +440,8 @@ class Trainer:
                 self._check_finite(last)
             self.save()
         bar.close()
-        self.callbacks.on_samples(self.step, self.sample_grid())
+        if self.dist.is_main:
+            self.callbacks.on_samples(self.step, self.sample_grid())
         summary = {
             "status": status,
             "step": self.step,

@@ -96,6 +96,7 @@ def test_disk_full_during_export_keeps_the_previous_export(tmp_path, synthetic_r
         ("model", {"norm": "group"}, "model.norm"),
         ("train", {"batch_size": "four"}, "train.batch_size"),
         ("train", {"epochz": 3}, "train.epochz: unknown key"),
+        ("train", {"channels_last": "sometimes"}, "train.channels_last"),
     ],
 )
 def test_malformed_params_give_one_line_naming_the_key(tmp_path, section, values, expected):
