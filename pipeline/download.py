@@ -8,6 +8,9 @@
 - an http(s):// or file:// URL of a .tar.gz/.tgz/.tar/.zip archive;
 - a local folder or archive path.
 
+With `data.pairs.builder` set (grayscale, edges, downscale, noise) the source is read as
+ordinary photos and each becomes an A|B pair whose input is built from it (builders.py).
+
 Downloads stream with a progress bar, retry, and resume from a partial file when the server
 allows ranges. Archives are extracted only if no member escapes the target folder. The new
 data/raw/ is assembled beside the old one and swapped in at the end, so a failure never
@@ -28,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from pix2pix.data import is_image_file
 
 from . import synthetic
+from .builders import PairsConfig, build_pairs
 from .params import RAW, StageError, load_params, run_stage, section
 
 DEFAULT_BASE_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets"
@@ -168,12 +172,14 @@ def verify_counts(folder: Path, expected: dict[str, int | None], name: str) -> d
 
 
 # -- the stage ------------------------------------------------------------------------------
-def materialise(source: str, target: Path, synthetic_params: dict, base_url: str, progress: bool = True) -> dict:
+def materialise(source: str, target: Path, synthetic_params: dict, base_url: str, progress: bool = True, photos_only: bool = False) -> dict:
     """Fill `target` (an empty folder) from `source`; returns a description for logs."""
     info: dict = {"source": source}
     if source == "synthetic":
         counts = {k: synthetic_params.get(k, d) for k, d in (("train", 300), ("val", 30), ("test", 50))}
-        info["counts"] = synthetic.generate(target, counts, size=int(synthetic_params.get("size", 64)), seed=int(synthetic_params.get("seed", 0)))
+        info["counts"] = synthetic.generate(
+            target, counts, size=int(synthetic_params.get("size", 64)), seed=int(synthetic_params.get("seed", 0)), photos_only=photos_only
+        )
         return info
     if source in OFFICIAL:
         url = f"{base_url.rstrip('/')}/{source}.tar.gz"
@@ -220,11 +226,21 @@ def main() -> None:
     staging = RAW.with_name(RAW.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    pairs = PairsConfig.from_params(data.get("pairs"))
+    photos = RAW.with_name(RAW.name + ".photos")
     try:
-        info = materialise(source, staging, data.get("synthetic") or {}, base_url)
+        if pairs.enabled:  # the source is ordinary photos: fetch them, then build A|B pairs
+            shutil.rmtree(photos, ignore_errors=True)
+            photos.mkdir()
+            info = materialise(source, photos, data.get("synthetic") or {}, base_url, photos_only=True)
+            info["built"] = build_pairs(photos, staging, pairs, str(data.get("direction", "AtoB")))
+        else:
+            info = materialise(source, staging, data.get("synthetic") or {}, base_url)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        shutil.rmtree(photos, ignore_errors=True)
     shutil.rmtree(RAW, ignore_errors=True)
     staging.rename(RAW)
     files = sum(1 for p in RAW.rglob("*") if p.is_file())

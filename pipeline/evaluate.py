@@ -1,7 +1,8 @@
 """Stage 4: test-split metrics of the trained generator.
 
-Writes metrics/eval.json (L1, PSNR, SSIM, and the same for a trivial baseline that always
-outputs the mean training target), reports/eval_per_image.csv, and reports/best.png /
+Writes metrics/eval.json (L1, PSNR, SSIM, and the same for two trivial baselines: one that
+always outputs the mean training target, one that returns its input unchanged - the bar for
+colorization, super-resolution and denoising), reports/eval_per_image.csv, and reports/best.png /
 reports/worst.png (rows: input, output, target) for the lowest- and highest-L1 test images.
 """
 
@@ -36,10 +37,19 @@ def mean_target(ds: PairedDataset) -> torch.Tensor:
     return total / len(ds)
 
 
-def baseline_metrics(mean: torch.Tensor, test: PairedDataset) -> dict[str, float]:
+def identity(batch: dict) -> torch.Tensor:
+    """The input as the output (grayscale repeated, or colour averaged, to the target's channels)."""
+    x, channels = batch["input"], batch["target"].shape[1]
+    if x.shape[1] != channels:
+        x = x.mean(1, keepdim=True).expand(-1, channels, -1, -1)
+    return x
+
+
+def baseline_metrics(predict, test: PairedDataset) -> dict[str, float]:
+    """Mean metrics on `test` of `predict(batch) -> output batch` (a trivial baseline)."""
     sums = {k: 0.0 for k in METRIC_NAMES}
     for batch in iter_batches(test):
-        fake = mean.expand_as(batch["target"])
+        fake = predict(batch).expand_as(batch["target"])
         scores = per_image_metrics(to_image_range(fake), to_image_range(batch["target"]))
         for k in METRIC_NAMES:
             sums[k] += float(scores[k].sum())
@@ -67,7 +77,9 @@ def main() -> None:
         raise StageError("no test or val pairs in the manifest; set data.split.test > 0 or add a test folder")
     test = PairedDataset(test_pairs, cfg.data, train=False)
     means, rows = evaluate(g, iter_batches(test), device)
-    baseline = baseline_metrics(mean_target(PairedDataset(split_pairs(manifest, "train"), cfg.data, train=False)), test)
+    mean = mean_target(PairedDataset(split_pairs(manifest, "train"), cfg.data, train=False))
+    baseline = baseline_metrics(lambda batch: mean, test)
+    input_baseline = baseline_metrics(identity, test)
 
     result = {
         "split": split,
@@ -75,6 +87,7 @@ def main() -> None:
         **{k: round(v, 5) for k, v in means.items()},
         **{f"baseline_{k}": round(v, 5) for k, v in baseline.items()},
         "l1_reduction_vs_baseline": round(1 - means["l1"] / baseline["l1"], 4),
+        **{f"input_baseline_{k}": round(v, 5) for k, v in input_baseline.items()},
     }
     METRICS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(EVAL_JSON, json.dumps(result, indent=2) + "\n")

@@ -17,7 +17,7 @@ from pix2pix.config import Config, ConfigError, DataConfig, ModelConfig, TrainCo
 
 # Keys of the `data` section that belong to the pipeline (where data comes from), not to
 # the pix2pix DataConfig (how images are fed to the network).
-PIPELINE_DATA_KEYS = ("source", "synthetic", "split")
+PIPELINE_DATA_KEYS = ("source", "synthetic", "split", "pairs")
 
 RAW = Path("data/raw")
 PAIRS = Path("data/pairs")
@@ -43,7 +43,12 @@ def load_params(path: Path | None = None) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected sections such as data:, model:, train:")
-    return params
+    from .presets import PresetError, apply
+
+    try:  # `preset: facades` replaces the keys that preset sets (pipeline/presets.py)
+        return apply(params)
+    except PresetError as e:
+        raise ConfigError(f"{path}: {e}") from None
 
 
 def section(params: dict[str, Any], name: str) -> dict[str, Any]:

@@ -153,8 +153,11 @@ def facade(seed: int, size: int) -> tuple[Image.Image, Image.Image]:
     return photo, labels
 
 
-def generate(out_dir: Path | str, counts: dict[str, int], size: int = 64, seed: int = 0) -> dict[str, int]:
-    """Write `out_dir/<split>/<n>.png` A|B images (A photo, B labels); returns counts written."""
+def generate(out_dir: Path | str, counts: dict[str, int], size: int = 64, seed: int = 0, photos_only: bool = False) -> dict[str, int]:
+    """Write `out_dir/<split>/<n>.png` A|B images (A photo, B labels); returns counts written.
+
+    `photos_only` writes just the photos (size x size), as ordinary pictures for the pair
+    builders (pipeline/builders.py)."""
     out_dir = Path(out_dir)
     written = {}
     for split_index, split in enumerate(SPLITS):
@@ -165,6 +168,9 @@ def generate(out_dir: Path | str, counts: dict[str, int], size: int = 64, seed: 
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(n):
             photo, labels = facade(seed * 1_000_003 + split_index * 100_003 + i, size)
+            if photos_only:
+                photo.save(folder / f"{i + 1}.png", optimize=False)
+                continue
             combined = Image.new("RGB", (2 * size, size))
             combined.paste(photo, (0, 0))
             combined.paste(labels, (size, 0))

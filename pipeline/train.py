@@ -148,7 +148,7 @@ def main() -> None:
         + (f" x {ctx.world_size} processes" if ctx.enabled else "")
         + (f", resuming at step {start_step}" if start_step else "")
     )
-    tags = {"data_fingerprint": fingerprint["data"], "torch": torch.__version__, **git_info(project_root())}
+    tags = {"data_fingerprint": fingerprint["data"], "torch": torch.__version__, "preset": str(params.get("preset") or "none"), **git_info(project_root())}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
     started = time.perf_counter()

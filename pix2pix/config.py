@@ -109,6 +109,7 @@ class TrainConfig:
     pin_memory: bool = True  # CUDA: page-locked batches copied with non_blocking=True
     compile: bool = False  # torch.compile G and D (minutes of compiling; pays off on long GPU runs)
     retain_memory: bool = True  # CPU: glibc keeps freed memory (no page faults every step)
+    flush_denormal: bool = True  # CPU: denormal floats count as zero (x86 is slow on them)
     sync_batchnorm: bool = True  # under torchrun on CUDA: BatchNorm statistics over all ranks
     num_workers: int = 0  # DataLoader workers; 0 keeps the two-core CPU for compute
     log_every: int = 10  # steps between loss reports to callbacks

