@@ -12,6 +12,7 @@ To start from a preset and then change one of its keys, write it into params.yam
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +39,9 @@ class Preset:
     def epochs(self) -> int:
         return self.values["train.epochs"] + self.values["train.epochs_decay"]
 
-    def cpu_hours(self) -> float | None:
-        if self.train_images is None:
-            return None
-        return self.train_images * self.epochs / CPU_IMAGES_PER_S / 3600
+    def hours(self, images_per_s: float = CPU_IMAGES_PER_S) -> float:
+        """Training time; for builder presets, per 1,000 photos."""
+        return (self.train_images or 1000) * self.epochs / images_per_s / 3600
 
 
 def _official(task: str, source: str, direction: str, batch: int, epochs: int, decay: int, images: int, **extra) -> Preset:
@@ -110,7 +110,6 @@ def write_into_params(path: Path, name: str) -> None:
     from ruamel.yaml import YAML
 
     from pix2pix.checkpoint import atomic_write_text
-    import io
 
     yaml = YAML()
     yaml.preserve_quotes = True
@@ -122,16 +121,18 @@ def write_into_params(path: Path, name: str) -> None:
     atomic_write_text(path, out.getvalue())
 
 
-def _hours(h: float | None) -> str:
-    if h is None:
-        return "depends on your photos"
-    return f"~{h:.0f} h" if h < 48 else f"~{h / 24:.0f} days"
+def _duration(p: Preset, images_per_s: float) -> str:
+    h = p.hours(images_per_s)
+    text = f"~{h * 60:.0f} min" if h < 1 else f"~{h:.0f} h" if h < 48 else f"~{h / 24:.0f} days"
+    return text + (" per 1,000 photos" if p.train_images is None else "")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.presets", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("list", help="the presets, what they train and how long on a CPU")
+    listing = sub.add_parser("list", help="the presets, what they train and how long it takes")
+    listing.add_argument("--images-per-s", type=float, default=CPU_IMAGES_PER_S,
+                         help="your machine's 256x256 training rate (benchmarks/train_speed.py); default: the reference 2-core CPU")
     show = sub.add_parser("show", help="the keys a preset sets")
     show.add_argument("name")
     use = sub.add_parser("apply", help="write a preset's values into params.yaml")
@@ -142,7 +143,7 @@ def main(argv=None) -> int:
         if args.cmd == "list":
             for name, p in PRESETS.items():
                 v = p.values
-                print(f"{name:16s} {p.task:45s} {p.epochs:3d} epochs, batch {v['train.batch_size']}, CPU {_hours(p.cpu_hours())}")
+                print(f"{name:16s} {p.task:45s} {p.epochs:3d} epochs, batch {v['train.batch_size']}, {_duration(p, args.images_per_s)}")
         elif args.cmd == "show":
             for key, value in get(args.name).values.items():
                 print(f"{key}: {value}")

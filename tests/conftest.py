@@ -122,6 +122,7 @@ def write_params(path: Path, **sections) -> Path:
             "source": "synthetic",
             "synthetic": {"size": 32, "train": 8, "val": 2, "test": 3, "seed": 0},
             "split": {"val": 0.2, "test": 0.2, "seed": 0},
+            "pairs": {"builder": "none", "size": 32, "seed": 0},
             "direction": "BtoA", "load_size": 36, "crop_size": 32, "preprocess": "resize_and_crop",
             "flip": True, "input_nc": 3, "output_nc": 3, "cache": True,
         },
