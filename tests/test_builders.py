@@ -181,3 +181,16 @@ def test_colorization_builder_end_to_end_with_dvc_repro(tmp_path):
 
     onnx = OnnxGenerator(project / "models/export/generator.onnx")
     assert onnx(torch.zeros(1, 1, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_every_stage_sees_the_preset_through_load_params(tmp_path):
+    from pipeline.params import load_params, pix2pix_config
+
+    path = write_params(tmp_path / "params.yaml", preset="colorization")
+    params = load_params(path)
+    assert params["data"]["pairs"]["builder"] == "grayscale" and params["data"]["source"] == "synthetic"
+    cfg = pix2pix_config(params)
+    assert (cfg.data.input_nc, cfg.data.direction, cfg.train.batch_size) == (1, "AtoB", 4)
+    write_params(path, preset="facade")
+    with pytest.raises(ConfigError, match="params.yaml: preset: unknown preset 'facade'"):
+        load_params(path)
