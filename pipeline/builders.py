@@ -74,7 +74,7 @@ class PairsConfig:
                 raise ConfigError(f"data.pairs.{key}: {message}")
 
         check(self.builder in BUILDERS, "builder", f"got {self.builder!r}; choose one of {', '.join(BUILDERS)}")
-        check(self.size >= 32, "size", f"got {self.size}; use at least 32 (and >= data.load_size)")
+        check(self.size >= 32, "size", f"got {self.size}; use at least 32")
         check(self.edges.sigma > 0, "edges.sigma", f"got {self.edges.sigma}; use a positive number")
         check(0 <= self.edges.low <= self.edges.high, "edges.low", f"need 0 <= low <= high, got {self.edges.low} and {self.edges.high}")
         check(2 <= self.downscale.factor < self.size, "downscale.factor", f"got {self.downscale.factor}; use 2 <= factor < size")

@@ -15,6 +15,8 @@ import yaml
 
 from pix2pix.config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig, section_from_dict
 
+from .presets import PresetError, apply
+
 # Keys of the `data` section that belong to the pipeline (where data comes from), not to
 # the pix2pix DataConfig (how images are fed to the network).
 PIPELINE_DATA_KEYS = ("source", "synthetic", "split", "pairs")
@@ -43,8 +45,6 @@ def load_params(path: Path | None = None) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected sections such as data:, model:, train:")
-    from .presets import PresetError, apply
-
     try:  # `preset: facades` replaces the keys that preset sets (pipeline/presets.py)
         return apply(params)
     except PresetError as e:
