@@ -21,14 +21,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, median, timed  # noqa: E402
 from pix2pix.config import Config  # noqa: E402
-from pix2pix.export import OnnxGenerator, export_onnx, export_torchscript, load_torchscript  # noqa: E402
+from pix2pix.export import export_onnx, export_torchscript  # noqa: E402
+from pix2pix.loading import OnnxGenerator, load_torchscript  # noqa: E402
 from pix2pix.networks import build_generator  # noqa: E402
 
 
 def generator(checkpoint: str | None, size: int):
     if checkpoint:
         from pix2pix.checkpoint import load_checkpoint
-        from pix2pix.predict import generator_from_state
+        from pix2pix.loading import generator_from_state
 
         g, cfg = generator_from_state(load_checkpoint(checkpoint))
         return g.eval(), cfg.to_dict()

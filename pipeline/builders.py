@@ -19,73 +19,15 @@ from __future__ import annotations
 import csv
 import io
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from pix2pix.config import ConfigError, section_from_dict
-from pix2pix.data import ImageError, is_image_file, open_image
+from pix2pix.data import is_image_file, open_image
+from pix2pix.errors import ImageError
 
-BUILDERS = ("none", "grayscale", "edges", "downscale", "noise")
-
-
-@dataclass
-class EdgesConfig:
-    sigma: float = 2.0  # Gaussian smoothing before Canny: larger = fewer, longer edges
-    low: float = 0.1  # hysteresis thresholds on the gradient of the [0, 1] grayscale image
-    high: float = 0.2
-
-
-@dataclass
-class DownscaleConfig:
-    factor: int = 4  # 4 = 4x super-resolution
-
-
-@dataclass
-class NoiseConfig:
-    sigma: float = 0.1  # Gaussian noise std in [0, 1] units; 0 = none
-    jpeg_quality: int = 20  # JPEG re-encoding quality 1-95; 0 = none
-
-
-@dataclass
-class PairsConfig:
-    builder: str = "none"
-    size: int = 256  # photos are resized and centre-cropped to size x size
-    seed: int = 0
-    edges: EdgesConfig = field(default_factory=EdgesConfig)
-    downscale: DownscaleConfig = field(default_factory=DownscaleConfig)
-    noise: NoiseConfig = field(default_factory=NoiseConfig)
-
-    @classmethod
-    def from_params(cls, values: dict | None) -> "PairsConfig":
-        values = dict(values or {})
-        subs = {name: values.pop(name, None) for name in ("edges", "downscale", "noise")}
-        cfg = section_from_dict(cls, values, "data.pairs")
-        cfg.edges = section_from_dict(EdgesConfig, subs["edges"], "data.pairs.edges")
-        cfg.downscale = section_from_dict(DownscaleConfig, subs["downscale"], "data.pairs.downscale")
-        cfg.noise = section_from_dict(NoiseConfig, subs["noise"], "data.pairs.noise")
-        return cfg.validate()
-
-    def validate(self) -> "PairsConfig":
-        def check(ok: bool, key: str, message: str) -> None:
-            if not ok:
-                raise ConfigError(f"data.pairs.{key}: {message}")
-
-        check(self.builder in BUILDERS, "builder", f"got {self.builder!r}; choose one of {', '.join(BUILDERS)}")
-        check(self.size >= 32, "size", f"got {self.size}; use at least 32")
-        check(self.edges.sigma > 0, "edges.sigma", f"got {self.edges.sigma}; use a positive number")
-        check(0 <= self.edges.low <= self.edges.high, "edges.low", f"need 0 <= low <= high, got {self.edges.low} and {self.edges.high}")
-        check(2 <= self.downscale.factor < self.size, "downscale.factor", f"got {self.downscale.factor}; use 2 <= factor < size")
-        check(self.noise.sigma >= 0, "noise.sigma", f"got {self.noise.sigma}; use a value >= 0")
-        check(0 <= self.noise.jpeg_quality <= 95, "noise.jpeg_quality", f"got {self.noise.jpeg_quality}; use 1-95, or 0 for none")
-        check(self.noise.sigma > 0 or self.noise.jpeg_quality > 0, "noise", "set sigma > 0 and/or jpeg_quality > 0")
-        return self
-
-    @property
-    def enabled(self) -> bool:
-        return self.builder != "none"
+from .params import PairsConfig
 
 
 def square(photo: Image.Image, size: int) -> Image.Image:

@@ -19,7 +19,6 @@ leaves a half-written dataset behind.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tarfile
 import time
@@ -31,8 +30,9 @@ from pathlib import Path, PurePosixPath
 from pix2pix.data import is_image_file
 
 from . import synthetic
-from .builders import PairsConfig, build_pairs
-from .params import RAW, StageError, load_params, run_stage, section
+from .builders import build_pairs
+from .hashing import sha256
+from .params import ARCHIVE_SUFFIXES, RAW, StageError, SyntheticConfig, load_config, run_stage
 
 DEFAULT_BASE_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets"
 # Images per split in the official archives; None = split present, count not pinned.
@@ -45,7 +45,6 @@ OFFICIAL = {
     "night2day": {"train": None, "val": None, "test": None},
 }
 CHECKSUMS = Path(__file__).parent / "checksums"
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tar.xz")
 CACHE = Path("data/.download-cache")
 
 
@@ -135,14 +134,6 @@ def _flatten_single_folder(folder: Path) -> None:
 
 
 # -- verification ---------------------------------------------------------------------------
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify_checksums(folder: Path, sums_file: Path) -> int:
     """Check every `<sha256>  <relative path>` line; returns the number of files checked."""
     checked = 0
@@ -172,14 +163,13 @@ def verify_counts(folder: Path, expected: dict[str, int | None], name: str) -> d
 
 
 # -- the stage ------------------------------------------------------------------------------
-def materialise(source: str, target: Path, synthetic_params: dict, base_url: str, progress: bool = True, photos_only: bool = False) -> dict:
+def materialise(source: str, target: Path, synthetic_cfg: SyntheticConfig, base_url: str, progress: bool = True, photos_only: bool = False) -> dict:
     """Fill `target` (an empty folder) from `source`; returns a description for logs."""
     info: dict = {"source": source}
     if source == "synthetic":
-        counts = {k: synthetic_params.get(k, d) for k, d in (("train", 300), ("val", 30), ("test", 50))}
-        info["counts"] = synthetic.generate(
-            target, counts, size=int(synthetic_params.get("size", 64)), seed=int(synthetic_params.get("seed", 0)), photos_only=photos_only
-        )
+        s = synthetic_cfg
+        counts = {"train": s.train, "val": s.val, "test": s.test}
+        info["counts"] = synthetic.generate(target, counts, size=s.size, seed=s.seed, photos_only=photos_only)
         return info
     if source in OFFICIAL:
         url = f"{base_url.rstrip('/')}/{source}.tar.gz"
@@ -218,24 +208,23 @@ def materialise(source: str, target: Path, synthetic_params: dict, base_url: str
 def main() -> None:
     import os
 
-    params = load_params()
-    data = section(params, "data")
-    source = str(data.get("source", "synthetic"))
+    data = load_config().data
+    source = data.source
     base_url = os.environ.get("P2P_DATASETS_URL", DEFAULT_BASE_URL)
     RAW.parent.mkdir(parents=True, exist_ok=True)
     staging = RAW.with_name(RAW.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    pairs = PairsConfig.from_params(data.get("pairs"))
+    pairs = data.pairs
     photos = RAW.with_name(RAW.name + ".photos")
     try:
         if pairs.enabled:  # the source is ordinary photos: fetch them, then build A|B pairs
             shutil.rmtree(photos, ignore_errors=True)
             photos.mkdir()
-            info = materialise(source, photos, data.get("synthetic") or {}, base_url, photos_only=True)
-            info["built"] = build_pairs(photos, staging, pairs, str(data.get("direction", "AtoB")))
+            info = materialise(source, photos, data.synthetic, base_url, photos_only=True)
+            info["built"] = build_pairs(photos, staging, pairs, data.direction)
         else:
-            info = materialise(source, staging, data.get("synthetic") or {}, base_url)
+            info = materialise(source, staging, data.synthetic, base_url)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -16,15 +16,15 @@ from torchvision.utils import save_image
 
 from pix2pix.checkpoint import atomic_write_text
 from pix2pix.data import PairedDataset, collate, iter_batches, to_image_range
+from pix2pix.distributed import select_device
+from pix2pix.grid import comparison_grid
+from pix2pix.loading import generator_from_checkpoint
 from pix2pix.metrics import METRIC_NAMES, evaluate, per_image_metrics
-from pix2pix.predict import generator_from_checkpoint
-from pix2pix.train import select_device
 
-from .params import CHECKPOINTS, METRICS, REPORTS, StageError, load_params, run_stage, section
+from .manifest import held_out_split, read_manifest, split_pairs
+from .params import CHECKPOINTS, EVAL_JSON, METRICS, REPORTS, StageError, load_config, run_stage
 from .tracking import shared_run, warn_tracking
-from .train import read_manifest, split_pairs
 
-EVAL_JSON = METRICS / "eval.json"
 PER_IMAGE = REPORTS / "eval_per_image.csv"
 
 
@@ -56,22 +56,18 @@ def baseline_metrics(predict, test: PairedDataset) -> dict[str, float]:
     return {k: v / len(test) for k, v in sums.items()}
 
 
-@torch.no_grad()
 def save_grid(g, ds: PairedDataset, indices, path, device) -> None:
-    batch = collate([ds[i] for i in indices])
-    fake = g(batch["input"].to(device)).float().cpu()
-    rows = [to_image_range(t).expand(-1, 3, -1, -1) for t in (batch["input"], fake, batch["target"])]
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(torch.cat(rows), path, nrow=len(indices), padding=2, pad_value=1.0)
+    save_image(comparison_grid(g, collate([ds[i] for i in indices]), device), path)
 
 
 def main() -> None:
-    params = load_params()
-    grid_images = int(section(params, "evaluate").get("grid_images", 6))
-    device = select_device(str(section(params, "train").get("device", "auto")))
+    config = load_config()
+    grid_images = config.evaluate.grid_images
+    device = select_device(config.train.device)
     g, cfg = generator_from_checkpoint(CHECKPOINTS / "last.pt", device)
     manifest = read_manifest()
-    split = "test" if (manifest["split"] == "test").any() else "val"
+    split = held_out_split(manifest)
     test_pairs = split_pairs(manifest, split)
     if not test_pairs:
         raise StageError("no test or val pairs in the manifest; set data.split.test > 0 or add a test folder")

@@ -12,18 +12,17 @@ import torch
 from pix2pix.checkpoint import atomic_write_text
 from pix2pix.export import export_generator
 
-from .evaluate import EVAL_JSON
-from .params import CHECKPOINTS, EXPORT, MANIFEST, load_params, run_stage, section
+from .manifest import data_fingerprint
+from .params import CHECKPOINTS, EVAL_JSON, EXPORT, MANIFEST, PipelineConfig, load_config, run_stage
 from .registry import model_name, register_generator
 from .tracking import git_info, project_root, shared_run, warn_tracking
-from .train import data_fingerprint
 
 MODEL_CARD = EXPORT / "model_card.json"
 
 
-def register(params: dict, report: dict, card: dict) -> dict | None:
+def register(config: PipelineConfig, report: dict, card: dict) -> dict | None:
     """Register the ONNX generator as a new model version in the training run's MLflow store."""
-    name = model_name(str(section(params, "data").get("source", "synthetic")))
+    name = model_name(config.data.source)
     tags = {"data_fingerprint": card["data_fingerprint"], **git_info(project_root())}
     tags.update({f"test_{k}": v for k, v in (card["eval"] or {}).items() if k in ("l1", "psnr", "ssim")})
     data = report["config"]["data"]
@@ -40,8 +39,8 @@ def register(params: dict, report: dict, card: dict) -> dict | None:
 
 
 def main() -> None:
-    params = load_params()
-    formats = tuple(section(params, "export").get("formats") or ("torchscript", "onnx"))
+    config = load_config()
+    formats = tuple(config.export.formats)
     report = export_generator(CHECKPOINTS / "last.pt", EXPORT, formats=formats)
     card = {
         "model": "pix2pix U-Net generator (Isola et al. 2017)",
@@ -61,7 +60,7 @@ def main() -> None:
     }
     atomic_write_text(MODEL_CARD, json.dumps(card, indent=2) + "\n")
     if "onnx" in report:
-        card["registered_model"] = register(params, report, card)
+        card["registered_model"] = register(config, report, card)
         atomic_write_text(MODEL_CARD, json.dumps(card, indent=2) + "\n")
     print(f"export: {', '.join(card['files'].values())}; parity {card['parity_max_abs_diff']}; registry {card.get('registered_model')}")
 

@@ -88,11 +88,11 @@ def _source_fingerprint(source: str, root: Path) -> str:
 @task
 def fingerprint(root: str, overrides: dict[str, Any]) -> str:
     """Data source + params.yaml + overrides, as one hash."""
-    import yaml
+    from .params import load_config
 
     rootp = Path(root)
     params_text = (rootp / "params.yaml").read_text()
-    source = str(overrides.get("data.source") or (yaml.safe_load(params_text).get("data") or {}).get("source", "synthetic"))
+    source = str(overrides.get("data.source") or load_config(rootp / "params.yaml").data.source)
     h = hashlib.sha256()
     for part in (_source_fingerprint(source, rootp), params_text, json.dumps(overrides, sort_keys=True)):
         h.update(part.encode())
@@ -133,9 +133,8 @@ def run_pipeline(root: str, overrides: dict[str, Any], run_name: str | None) -> 
 @task
 def promotion_gate(root: str) -> dict:
     """Gate the version this run registered (read from the export stage's model card)."""
-    import pandas as pd
-
-    from .params import load_params, section
+    from .manifest import read_manifest
+    from .params import load_config
     from .promotion import frozen_test_pairs, promote
     from .tracking import connect
 
@@ -144,19 +143,16 @@ def promotion_gate(root: str) -> dict:
     registered = card.get("registered_model")
     if not registered:
         return {"promoted": False, "reason": "no model version was registered (MLflow unavailable during export); nothing to promote"}
-    params = load_params(rootp / "params.yaml")
-    gate = section(params, "promotion")
+    gate = load_config(rootp / "params.yaml").promotion
     direction = card["params"]["data"]["direction"]
-    pairs = frozen_test_pairs(pd.read_csv(rootp / "data/pairs/manifest.csv"), direction, rootp / "data/pairs")
+    pairs = frozen_test_pairs(read_manifest(rootp / "data/pairs/manifest.csv"), direction, rootp / "data/pairs")
     import mlflow
 
-    cwd, saved_uri = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
-    os.chdir(rootp)  # the default tracking store is relative to the project
-    try:
-        decision = promote(connect(), registered["name"], registered["version"], pairs, str(gate.get("metric", "l1")), float(gate.get("min_improvement", 0.0)))
+    saved_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    try:  # the project's own store (its sqlite file when no server is set), whatever the cwd
+        decision = promote(connect(rootp), registered["name"], registered["version"], pairs, gate.metric, gate.min_improvement)
     finally:
-        os.chdir(cwd)
-        mlflow.set_tracking_uri(saved_uri)  # connect() exported this project's URI; do not leak it
+        mlflow.set_tracking_uri(saved_uri)  # connect() pointed mlflow at this project; do not leak it
     get_run_logger().info("promotion: %s", decision.reason)
     return decision.to_dict()
 

@@ -1,25 +1,34 @@
-"""One place that reads params.yaml and the project's paths.
+"""The pipeline's one configuration: params.yaml, read strictly into `PipelineConfig`, and
+the project's paths.
 
-DVC runs every stage from the project root, so paths are relative to the working directory.
-`P2P_PARAMS` points at another params file (tests use it).
+Every stage, the flows and the web tools call `load_config()`; nothing else reads
+params.yaml. Unknown keys and wrong types are one-line errors naming the key. The defaults
+live here, in the dataclasses; the shipped params.yaml spells out the same values (a test
+keeps the two equal). DVC runs stages from the project root, so paths are relative to the
+working directory; `P2P_PARAMS` points at another params file (tests use it).
+
+Presets (pipeline/presets.py): a preset's values replace the defaults, and every key whose
+value in params.yaml differs from its default keeps the value from params.yaml (so
+`dvc exp run -S preset=facades -S data.source=/my/copy` trains facades from /my/copy).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import os
+import re
 import sys
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-from pix2pix.config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig, section_from_dict
+from pix2pix.config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig, build_section, check_choices, option
+from pix2pix.errors import Pix2PixError
 
-from .presets import PresetError, apply
-
-# Keys of the `data` section that belong to the pipeline (where data comes from), not to
-# the pix2pix DataConfig (how images are fed to the network).
-PIPELINE_DATA_KEYS = ("source", "synthetic", "split", "pairs")
+from . import presets
 
 RAW = Path("data/raw")
 PAIRS = Path("data/pairs")
@@ -29,14 +38,210 @@ CHECKPOINTS = Path("models/checkpoints")
 EXPORT = Path("models/export")
 METRICS = Path("metrics")
 REPORTS = Path("reports")
+EVAL_JSON = METRICS / "eval.json"
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tar.xz")
 
 
+class StageError(Pix2PixError, RuntimeError):
+    """A stage cannot go on; the message says what is wrong and how to fix it."""
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def redefault(cls, name: str, value: Any):
+    """Field `name` of library section `cls` (its help and choices) with the pipeline's default."""
+    return option(value, **cls.__dataclass_fields__[name].metadata)
+
+
+# -- data.* keys of the pipeline: where the images come from --------------------------------
+@dataclass
+class SyntheticConfig:
+    size: int = option(64, "pixels per side of each half")
+    train: int = option(300, "training pairs")
+    val: int = option(30, "validation pairs")
+    test: int = option(50, "test pairs")
+    seed: int = option(0, "generator seed")
+
+
+@dataclass
+class SplitConfig:
+    val: float = option(0.1, "share of pairs for validation (datasets without their own split folders)")
+    test: float = option(0.1, "share of pairs for the test split")
+    seed: int = option(0, "seed of the assignment")
+
+
+@dataclass
+class EdgesConfig:
+    sigma: float = option(2.0, "Gaussian smoothing before Canny: larger = fewer, longer edges")
+    low: float = option(0.1, "low hysteresis threshold on the [0, 1] grayscale gradient")
+    high: float = option(0.2, "high hysteresis threshold")
+
+
+@dataclass
+class DownscaleConfig:
+    factor: int = option(4, "4 = 4x super-resolution")
+
+
+@dataclass
+class NoiseConfig:
+    sigma: float = option(0.1, "Gaussian noise std in [0, 1] units; 0 = none")
+    jpeg_quality: int = option(20, "JPEG re-encoding quality 1-95; 0 = none")
+
+
+BUILDERS = ("none", "grayscale", "edges", "downscale", "noise")
+
+
+@dataclass
+class PairsConfig:
+    builder: str = option("none", "build A|B pairs from ordinary photos (pipeline/builders.py)", BUILDERS)
+    size: int = option(256, "photos are resized and centre-cropped to size x size")
+    seed: int = option(0, "seed of the noise builder's draws")
+    edges: EdgesConfig = option(EdgesConfig(), "Canny settings of the edges builder")
+    downscale: DownscaleConfig = option(DownscaleConfig(), "the downscale builder")
+    noise: NoiseConfig = option(NoiseConfig(), "the noise builder")
+
+    @property
+    def enabled(self) -> bool:
+        return self.builder != "none"
+
+    def validate(self) -> "PairsConfig":
+        s = "data.pairs"
+        check_choices(self, s)
+        _check(self.size >= 32, f"{s}.size", f"got {self.size}; use at least 32")
+        _check(self.edges.sigma > 0, f"{s}.edges.sigma", f"got {self.edges.sigma}; use a positive number")
+        _check(0 <= self.edges.low <= self.edges.high, f"{s}.edges.low", f"need 0 <= low <= high, got {self.edges.low} and {self.edges.high}")
+        _check(2 <= self.downscale.factor < self.size, f"{s}.downscale.factor", f"got {self.downscale.factor}; use 2 <= factor < size")
+        _check(self.noise.sigma >= 0, f"{s}.noise.sigma", f"got {self.noise.sigma}; use a value >= 0")
+        _check(0 <= self.noise.jpeg_quality <= 95, f"{s}.noise.jpeg_quality", f"got {self.noise.jpeg_quality}; use 1-95, or 0 for none")
+        _check(self.noise.sigma > 0 or self.noise.jpeg_quality > 0, f"{s}.noise", "set sigma > 0 and/or jpeg_quality > 0")
+        return self
+
+
+# -- the library's sections, with the pipeline's defaults (small, for the synthetic set) --
+@dataclass
+class PipelineDataConfig(DataConfig):
+    direction: str = redefault(DataConfig, "direction", "BtoA")
+    load_size: int = redefault(DataConfig, "load_size", 72)
+    crop_size: int = redefault(DataConfig, "crop_size", 64)
+    source: str = option("synthetic", "synthetic, an official dataset name, a URL, or a local folder/archive")
+    synthetic: SyntheticConfig = option(SyntheticConfig(), "the embedded generator (source: synthetic)")
+    split: SplitConfig = option(SplitConfig(), "split ratios for datasets without train/val/test folders")
+    pairs: PairsConfig = option(PairsConfig(), "pair builders for folders of ordinary photos")
+
+    def library(self) -> DataConfig:
+        return DataConfig(**{f.name: getattr(self, f.name) for f in fields(DataConfig)})
+
+    def validate(self) -> "PipelineDataConfig":
+        super().validate()
+        _check(self.source.strip() != "", "data.source", "empty; use synthetic, a dataset name, a URL or a folder")
+        for name in ("train", "val", "test"):
+            v = getattr(self.synthetic, name)
+            _check(v >= 0, f"data.synthetic.{name}", f"got {v}; use an integer >= 0")
+        _check(self.synthetic.train > 0, "data.synthetic.train", "use at least 1 training pair")
+        _check(self.synthetic.size >= 16, "data.synthetic.size", f"got {self.synthetic.size}; use at least 16")
+        sp = self.split
+        _check(0 <= sp.val < 1 and 0 <= sp.test < 1 and sp.val + sp.test < 1, "data.split",
+               f"val={sp.val}, test={sp.test}; each must be in [0, 1) and their sum below 1")
+        self.pairs.validate()
+        return self
+
+
+@dataclass
+class PipelineModelConfig(ModelConfig):
+    ngf: int = redefault(ModelConfig, "ngf", 32)
+    ndf: int = redefault(ModelConfig, "ndf", 32)
+
+
+@dataclass
+class PipelineTrainConfig(TrainConfig):
+    epochs: int = redefault(TrainConfig, "epochs", 15)
+    epochs_decay: int = redefault(TrainConfig, "epochs_decay", 15)
+    batch_size: int = redefault(TrainConfig, "batch_size", 4)
+    sample_every: int = redefault(TrainConfig, "sample_every", 250)
+
+
+@dataclass
+class EvaluateConfig:
+    grid_images: int = option(6, "test images in reports/best.png and worst.png")
+
+    def validate(self) -> "EvaluateConfig":
+        _check(self.grid_images > 0, "evaluate.grid_images", f"got {self.grid_images}; use a positive integer")
+        return self
+
+
+EXPORT_FORMATS = ("torchscript", "onnx")
+
+
+@dataclass
+class ExportConfig:
+    formats: list[str] = option(list(EXPORT_FORMATS), "files to export: torchscript and/or onnx (onnx is what gets registered)")
+
+    def validate(self) -> "ExportConfig":
+        bad = [f for f in self.formats if f not in EXPORT_FORMATS]
+        _check(not bad and bool(self.formats), "export.formats", f"got {self.formats}; use a list of {', '.join(EXPORT_FORMATS)}")
+        return self
+
+
+@dataclass
+class PromotionConfig:
+    metric: str = option("l1", "l1 (lower is better), psnr or ssim (higher is better)", ("l1", "psnr", "ssim"))
+    min_improvement: float = option(0.002, "how much better the challenger must be to become champion")
+
+    def validate(self) -> "PromotionConfig":
+        check_choices(self, "promotion")
+        return self
+
+
+@dataclass
+class PipelineConfig:
+    preset: str = option("none", "a named setting for a classic task (python -m pipeline.presets list)")
+    data: PipelineDataConfig = option(PipelineDataConfig(), "where the data comes from and how it feeds the network")
+    model: PipelineModelConfig = option(PipelineModelConfig(), "the networks")
+    train: PipelineTrainConfig = option(PipelineTrainConfig(), "the training run")
+    evaluate: EvaluateConfig = option(EvaluateConfig(), "the evaluate stage")
+    export: ExportConfig = option(ExportConfig(), "the export stage")
+    promotion: PromotionConfig = option(PromotionConfig(), "the champion/challenger gate")
+
+    def validate(self) -> "PipelineConfig":
+        if self.preset != "none":
+            presets.get(self.preset)  # an unknown name is a one-line error listing the known ones
+        for part in (self.data, self.model, self.train, self.evaluate, self.export, self.promotion):
+            part.validate()
+        return self
+
+    def library(self) -> Config:
+        """The pix2pix library's config (data/model/train without the pipeline's keys)."""
+        return Config(
+            data=self.data.library(),
+            model=ModelConfig(**dataclasses.asdict(self.model)),
+            train=TrainConfig(**dataclasses.asdict(self.train)),
+        ).validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def dataset(self) -> str:
+        """A short name for the data source: MLflow experiment `<name>`, model `pix2pix-<name>`."""
+        return dataset_name(self.data.source)
+
+
+def dataset_name(source: str) -> str:
+    base = source.rstrip("/").split("?")[0].rsplit("/", 1)[-1]
+    for suffix in ARCHIVE_SUFFIXES:
+        base = base.removesuffix(suffix)
+    return re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-") or "dataset"
+
+
+# -- loading ------------------------------------------------------------------------------
 def params_path() -> Path:
     return Path(os.environ.get("P2P_PARAMS", "params.yaml"))
 
 
-def load_params(path: Path | None = None) -> dict[str, Any]:
-    path = path or params_path()
+def read_params_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found; run from the project root or set P2P_PARAMS")
     try:
@@ -45,41 +250,57 @@ def load_params(path: Path | None = None) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected sections such as data:, model:, train:")
-    try:  # `preset: facades` replaces the keys that preset sets (pipeline/presets.py)
-        return apply(params)
-    except PresetError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    return params
 
 
-def section(params: dict[str, Any], name: str) -> dict[str, Any]:
-    value = params.get(name) or {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{name}: expected a mapping of keys, got {value!r}")
-    return value
+def _get(tree: dict, dotted: str) -> Any:
+    for key in dotted.split("."):
+        tree = tree[key]
+    return tree
 
 
-def pix2pix_config(params: dict[str, Any]) -> Config:
-    """The library config from the data/model/train sections (pipeline keys left out)."""
-    return Config(
-        data=section_from_dict(DataConfig, section(params, "data"), "data", ignore=PIPELINE_DATA_KEYS),
-        model=section_from_dict(ModelConfig, section(params, "model"), "model"),
-        train=section_from_dict(TrainConfig, section(params, "train"), "train"),
-    ).validate()
+def _set(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree[key]
+    tree[leaf] = value
 
 
-def run_stage(main) -> None:
+def with_preset(values: dict[str, Any], name: str) -> dict[str, Any]:
+    """`values` (a full config dict) with the preset's values on every key left at its default."""
+    if name == "none":
+        return values
+    defaults = PipelineConfig().to_dict()
+    out = copy.deepcopy(values)
+    for dotted, value in presets.get(name).values.items():
+        if _get(out, dotted) == _get(defaults, dotted):
+            _set(out, dotted, value)
+    return out
+
+
+def config_from_dict(params: dict[str, Any]) -> PipelineConfig:
+    """Strictly built and validated, with the preset applied (see the module docstring)."""
+    explicit = build_section(PipelineConfig, params, "")
+    merged = with_preset(explicit.to_dict(), explicit.preset)
+    return build_section(PipelineConfig, merged, "").validate()
+
+
+def load_config(path: Path | None = None) -> PipelineConfig:
+    path = path or params_path()
+    try:
+        return config_from_dict(read_params_file(path))
+    except ConfigError as e:
+        message = str(e)
+        raise ConfigError(message if message.startswith(f"{path}:") else f"{path}: {message}") from None
+
+
+def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's main(); user errors become one line on stderr and exit code 1."""
-    from pix2pix.errors import USER_ERRORS
-
     try:
         main()
-    except (*USER_ERRORS, StageError) as e:
+    except Pix2PixError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-
-
-class StageError(RuntimeError):
-    """A stage cannot go on; the message says what is wrong and how to fix it."""

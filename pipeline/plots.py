@@ -26,7 +26,9 @@ def render(specs: dict, out: Path) -> list[Path]:
     written = []
     for plot_id, entries in specs.items():
         for n, entry in enumerate(e for e in entries if e.get("type") == "vega"):
-            name = plot_id.replace("/", "_").replace("\\", "_") + (f"_{n}" if n else "")
+            # A plot per history file (metrics/train/plots/metrics/G_L1.tsv -> G_L1.png).
+            name = Path(plot_id).stem if Path(plot_id).suffix else plot_id.replace("/", "_").replace("\\", "_")
+            name += f"_{n}" if n else ""
             path = out / f"{name}.png"
             path.write_bytes(vl_convert.vegalite_to_png(entry["content"], scale=2))
             written.append(path)
@@ -42,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         raise StageError(f"dvc plots show failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}; run `dvc repro` first")
     specs = json.loads(r.stdout).get("data", {})
     if not specs:
-        raise StageError("no plots to render; run `dvc repro` first so metrics/*.csv exist")
+        raise StageError("no plots to render; run `dvc repro` first so metrics/train/plots exists")
     for path in render(specs, args.out):
         print(path)
 

@@ -1,8 +1,9 @@
 """Named presets for the classic pix2pix tasks, as the paper trained them, plus the pair builders.
 
 Pick one with `preset:` in params.yaml (`dvc exp run -S preset=facades`): the preset's values
-replace those keys of params.yaml for every stage; keys it does not set keep their values.
-To start from a preset and then change one of its keys, write it into params.yaml instead:
+replace the defaults for every stage, and a key you set in params.yaml (or with -S) to
+anything other than its default keeps your value (pipeline/params.py). To see every key of a
+preset in params.yaml and edit from there, write it into the file:
 
     python -m pipeline.presets list            # what there is
     python -m pipeline.presets show facades    # the keys it sets
@@ -17,6 +18,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pix2pix.errors import ConfigError
 
 # Paper settings shared by all tasks (Isola et al. 2017, section 6.2 and the reference code).
 PAPER = {
@@ -75,8 +78,8 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-class PresetError(ValueError):
-    pass
+class PresetError(ConfigError):
+    """An unknown preset name."""
 
 
 def get(name: str) -> Preset:

@@ -19,6 +19,7 @@ from PIL import Image
 
 from pix2pix.metrics import per_image_metrics
 
+from .manifest import held_out_split
 from .params import PAIRS
 from .registry import CHAMPION, CHALLENGER
 
@@ -41,8 +42,7 @@ class Decision:
 
 def frozen_test_pairs(manifest, direction: str, root: Path = PAIRS) -> list[tuple[Path, Path]]:
     """(input, target) files of the frozen test split (val when there is no test split)."""
-    split = "test" if (manifest["split"] == "test").any() else "val"
-    rows = manifest[manifest["split"] == split]
+    rows = manifest[manifest["split"] == held_out_split(manifest)]
     pairs = [(root / a, root / b) for a, b in zip(rows["a_path"], rows["b_path"])]
     return pairs if direction == "AtoB" else [(b, a) for a, b in pairs]
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .tracking import dataset_name
+from . import serving
+from .params import dataset_name
 
-SERVING_CODE = Path(__file__).with_name("serving.py")
+SERVING_CODE = Path(serving.__file__)  # the pyfunc model's code, packaged with each version
 LIBRARY = Path(__file__).resolve().parents[1] / "pix2pix"
 CHALLENGER, CHAMPION = "challenger", "champion"
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 class Pix2PixModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
-        from pix2pix.predict import load_runner
+        from pix2pix.loading import load_runner
 
         self.runner = load_runner(context.artifacts["generator"])
 

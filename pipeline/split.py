@@ -15,10 +15,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pix2pix.data import ImageError, list_images, match_by_name, open_image, to_channels
+from pix2pix.data import Pair, list_images, match_by_name, open_halves, to_channels
+from pix2pix.errors import ImageError
 
-from .download import sha256
-from .params import PAIRS, RAW, StageError, load_params, run_stage, section
+from .hashing import sha256
+from .manifest import COLUMNS
+from .params import PAIRS, RAW, SplitConfig, StageError, load_config, run_stage
 
 SPLITS = ("train", "val", "test")
 MIN_SIDE = 16  # pixels per half; smaller images carry no usable structure
@@ -45,15 +47,7 @@ def candidates(folder: Path, rejected: list[dict]) -> list[tuple[str, Path, Path
 
 def load_halves(a: Path, b: Path | None):
     """(A, B) as RGB images, or raise ImageError with the reason."""
-    if b is None:
-        img = open_image(a)
-        img = to_channels(img, 3)  # applies EXIF orientation first
-        w, h = img.size
-        if w != 2 * h:
-            raise ImageError(f"not a 2:1 side-by-side A|B image ({w}x{h})")
-        a_img, b_img = img.crop((0, 0, w // 2, h)), img.crop((w // 2, 0, w, h))
-    else:
-        a_img, b_img = to_channels(open_image(a), 3), to_channels(open_image(b), 3)
+    a_img, b_img = (to_channels(im, 3) for im in open_halves(Pair(a, b)))
     for side, im in (("A", a_img), ("B", b_img)):
         if min(im.size) < MIN_SIDE:
             raise ImageError(f"{side} is too small ({im.size[0]}x{im.size[1]}, need at least {MIN_SIDE}x{MIN_SIDE})")
@@ -66,12 +60,10 @@ def _reason(e: ImageError, path: Path) -> str:
     return text[len(str(path)) + 2 :] if text.startswith(f"{path}: ") else text
 
 
-def assign_splits(names: list[str], ratios: dict, seed: int) -> list[str]:
+def assign_splits(names: list[str], ratios: SplitConfig) -> list[str]:
     """Deterministic train/val/test assignment by ratio (order-independent of file listing)."""
-    val, test = float(ratios.get("val", 0.1)), float(ratios.get("test", 0.1))
-    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
-        raise StageError(f"data.split: val={val}, test={test}; each must be in [0, 1) and their sum below 1")
-    order = np.random.default_rng(seed).permutation(len(names))
+    val, test = ratios.val, ratios.test
+    order = np.random.default_rng(ratios.seed).permutation(len(names))
     n_test, n_val = round(len(names) * test), round(len(names) * val)
     split = ["train"] * len(names)
     for rank, i in enumerate(order):
@@ -82,7 +74,7 @@ def assign_splits(names: list[str], ratios: dict, seed: int) -> list[str]:
     return split
 
 
-def build(raw: Path, out: Path, ratios: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+def build(raw: Path, out: Path, ratios: SplitConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     rejected: list[dict] = []
     own_splits = [s for s in SPLITS if (raw / s).is_dir()]
     groups = [(s, raw / s) for s in own_splits] if own_splits else [(None, raw)]
@@ -91,7 +83,7 @@ def build(raw: Path, out: Path, ratios: dict) -> tuple[pd.DataFrame, pd.DataFram
         for name, a, b in candidates(folder, rejected):
             found.append((split, name, a, b))
     if not own_splits:
-        splits = assign_splits([name for _, name, _, _ in found], ratios, int(ratios.get("seed", 0)))
+        splits = assign_splits([name for _, name, _, _ in found], ratios)
         found = [(s, name, a, b) for s, (_, name, a, b) in zip(splits, found)]
     (out / "A").mkdir(parents=True)
     (out / "B").mkdir(parents=True)
@@ -119,14 +111,13 @@ def build(raw: Path, out: Path, ratios: dict) -> tuple[pd.DataFrame, pd.DataFram
                 "sha256": sha256(a) if b is None else sha256(a) + ":" + sha256(b),
             }
         )
-    manifest = pd.DataFrame(rows, columns=["id", "split", "a_path", "b_path", "width", "height", "source", "sha256"])
+    manifest = pd.DataFrame(rows, columns=COLUMNS)
     rejects = pd.DataFrame(rejected, columns=["path", "reason"])
     return manifest, rejects
 
 
 def main() -> None:
-    params = load_params()
-    ratios = section(params, "data").get("split") or {}
+    ratios = load_config().data.split
     if not RAW.is_dir():
         raise StageError(f"{RAW}: missing; run the download stage first (dvc repro download)")
     staging = PAIRS.with_name(PAIRS.name + ".staging")

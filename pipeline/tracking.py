@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ import numpy as np
 from pix2pix.callbacks import Callback
 from pix2pix.checkpoint import atomic_write_text
 
-from .params import CHECKPOINTS
+from .params import CHECKPOINTS, PipelineConfig
 
 RUN_FILE = CHECKPOINTS / "mlflow_run.json"
 
@@ -35,9 +34,10 @@ def _quiet_env() -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
 
 
-def project_root() -> Path:
-    """The project folder, also from inside `dvc exp run --temp/--queue` copies."""
-    cwd = Path.cwd().resolve()
+def project_root(start: Path | None = None) -> Path:
+    """The project folder (`start`, default the working directory), also from inside
+    `dvc exp run --temp/--queue` copies."""
+    cwd = (start or Path.cwd()).resolve()
     parts = cwd.parts
     for i in range(len(parts) - 2):
         if parts[i : i + 3] == (".dvc", "tmp", "exps"):
@@ -45,18 +45,10 @@ def project_root() -> Path:
     return cwd
 
 
-def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set, else an absolute sqlite file in the project root."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
-
-
-def dataset_name(source: str) -> str:
-    """A short name for the data source: experiment `<name>`, model `pix2pix-<name>`."""
-    source = source.rstrip("/")
-    base = source.split("?")[0].rsplit("/", 1)[-1]
-    for suffix in (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tar.xz"):
-        base = base.removesuffix(suffix)
-    return re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-") or "dataset"
+def tracking_uri(root: Path | None = None) -> str:
+    """MLFLOW_TRACKING_URI if set, else an absolute sqlite file in the project root (`root`,
+    default: found from the working directory)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root(root) / 'mlflow.db'}"
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -87,14 +79,15 @@ def warn_tracking(what: str, error: BaseException) -> None:
     print(f"warning: MLflow {what} failed ({first}); continuing without tracking, results stay on disk", file=sys.stderr)
 
 
-def connect():
+def connect(root: Path | None = None):
+    """The mlflow module, pointed at the project's tracking store."""
     _quiet_env()
     import logging
 
     import mlflow
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_tracking_uri(tracking_uri(root))
     return mlflow
 
 
@@ -108,19 +101,20 @@ def ensure_experiment(mlflow, name: str) -> str:
     return mlflow.create_experiment(name, artifact_location=location)
 
 
-def start_training_run(params: dict, tags: dict[str, str], resume: bool):
+def start_training_run(config: PipelineConfig, tags: dict[str, str], resume: bool):
     """Open (or, when resuming, reopen) the run for this training; returns the mlflow module,
     or None when tracking is unavailable."""
     try:
         mlflow = connect()
         previous = json.loads(RUN_FILE.read_text()) if resume and RUN_FILE.is_file() else None
-        experiment = ensure_experiment(mlflow, dataset_name(str(params["data"].get("source", "synthetic"))))
+        experiment = ensure_experiment(mlflow, config.dataset)
         if previous and previous.get("tracking_uri") == tracking_uri():
             run = mlflow.start_run(run_id=previous["run_id"], log_system_metrics=True)
         else:
             run = mlflow.start_run(experiment_id=experiment, log_system_metrics=True, run_name=os.environ.get("DVC_EXP_NAME"))
         mlflow.set_tags(tags)
-        mlflow.log_params(flatten({k: params[k] for k in ("data", "model", "train") if k in params}))
+        values = config.to_dict()
+        mlflow.log_params(flatten({k: values[k] for k in ("data", "model", "train")}))
         atomic_write_text(RUN_FILE, json.dumps({"run_id": run.info.run_id, "experiment_id": experiment, "tracking_uri": tracking_uri()}))
         return mlflow
     except Exception as e:  # noqa: BLE001 - any tracking failure must not stop training
@@ -140,8 +134,8 @@ def end_run(status: str = "FINISHED") -> None:
 
 
 @contextmanager
-def training_run(params: dict, tags: dict[str, str], resume: bool) -> Iterator[Any]:
-    mlflow = start_training_run(params, tags, resume)
+def training_run(config: PipelineConfig, tags: dict[str, str], resume: bool) -> Iterator[Any]:
+    mlflow = start_training_run(config, tags, resume)
     status = "FAILED"
     try:
         yield mlflow

@@ -1,7 +1,8 @@
 """Stage 3: train pix2pix on the manifest's train split (CUDA when present, else CPU).
 
-Writes models/checkpoints/ (last.pt + rotated epoch checkpoints + sample grids),
-metrics/train.json (DVC metrics) and per-step / per-epoch CSVs for `dvc plots`.
+Writes models/checkpoints/ (last.pt + rotated epoch checkpoints + sample grids) and, through
+dvclive (pipeline/history.py), metrics/train/metrics.json (DVC metrics) and one history file
+per reported quantity for `dvc plots`.
 
 A run killed half-way resumes from models/checkpoints/last.pt on the next `dvc repro` when
 the data manifest, the data/model/train params and the training code are unchanged (their
@@ -15,85 +16,34 @@ import json
 import os
 import shutil
 import time
-from pathlib import Path
 
-import pandas as pd
 import torch
 
 from pix2pix import distributed
 from pix2pix.callbacks import Callback, SampleSaver
 from pix2pix.checkpoint import atomic_write_text
-from pix2pix.data import Pair, PairedDataset
-from pix2pix.train import Trainer, select_device
+from pix2pix.data import PairedDataset
+from pix2pix.distributed import select_device
+from pix2pix.model import LOSS_NAMES
+from pix2pix.train import Trainer
 
-from .params import CHECKPOINTS, MANIFEST, METRICS, PAIRS, StageError, load_params, pix2pix_config, run_stage
+from .history import DvcLiveHistory
+from .imports import ROOT, project_files, relative
+from .manifest import data_fingerprint, read_manifest, split_pairs
+from .params import CHECKPOINTS, load_config, run_stage
 from .tracking import MlflowCallback, git_info, project_root, training_run
 
-LOSS_CSV = METRICS / "train_loss.csv"
-VAL_CSV = METRICS / "val.csv"
-TRAIN_JSON = METRICS / "train.json"
 FINGERPRINT = CHECKPOINTS / "fingerprint.json"
 
 
-def read_manifest(path: Path = MANIFEST) -> pd.DataFrame:
-    if not path.is_file():
-        raise StageError(f"{path}: missing; run the split stage first (dvc repro split)")
-    return pd.read_csv(path, dtype={"id": str})
-
-
-def split_pairs(manifest: pd.DataFrame, split: str, root: Path = PAIRS) -> list[Pair]:
-    rows = manifest[manifest["split"] == split]
-    return [Pair(root / a, root / b) for a, b in zip(rows["a_path"], rows["b_path"])]
-
-
-def data_fingerprint(manifest_path: Path = MANIFEST) -> str:
-    """SHA-256 of the manifest, which lists every pair with its source file's hash."""
-    return hashlib.sha256(manifest_path.read_bytes()).hexdigest()
-
-
 def code_fingerprint() -> str:
-    """SHA-256 of the training code (the library and this stage's modules): a checkpoint made
-    by other code is never resumed, so a fix to a loss or a network retrains from scratch."""
-    here = Path(__file__).parent
-    files = sorted((here.parent / "pix2pix").glob("*.py")) + [here / n for n in ("train.py", "params.py", "tracking.py")]
+    """SHA-256 of the code this stage runs (its project imports, pipeline/imports.py): a
+    checkpoint made by other code is never resumed, so a fix to a loss or a network retrains
+    from scratch."""
     h = hashlib.sha256()
-    for f in files:
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    for name in relative(project_files(__spec__.name if __spec__ else "pipeline.train")):
+        h.update(name.encode() + b"\0" + (ROOT / name).read_bytes())
     return h.hexdigest()
-
-
-class CsvHistory(Callback):
-    """Per-step losses and per-epoch validation metrics as CSV files (dvc plots)."""
-
-    def __init__(self, loss_csv: Path, val_csv: Path, start_step: int):
-        self.loss_csv, self.val_csv = loss_csv, val_csv
-        # On resume keep the history up to the checkpoint, drop what came after it.
-        self.loss_rows = self._read(loss_csv, start_step)
-        self.val_rows = self._read(val_csv, start_step)
-
-    @staticmethod
-    def _read(path: Path, upto: int) -> list[dict]:
-        if upto == 0 or not path.is_file() or path.stat().st_size == 0:
-            return []
-        df = pd.read_csv(path)
-        return df[df["step"] <= upto].to_dict("records")
-
-    def on_step(self, step, logs):
-        self.loss_rows.append({"step": step, **logs})
-
-    def on_epoch_end(self, epoch, step, metrics):
-        if metrics:
-            self.val_rows.append({"epoch": epoch, "step": step, **metrics})
-
-    def on_checkpoint(self, path, step):
-        self.flush()
-
-    def on_train_end(self, summary):
-        self.flush()
-
-    def flush(self):
-        atomic_write_text(self.loss_csv, pd.DataFrame(self.loss_rows).to_csv(index=False))
-        atomic_write_text(self.val_csv, pd.DataFrame(self.val_rows).to_csv(index=False))
 
 
 def checkpoint_matches(fingerprint: dict) -> bool:
@@ -117,8 +67,8 @@ def prepare_checkpoint_dir(fingerprint: dict) -> bool:
 
 
 def main() -> None:
-    params = load_params()
-    cfg = pix2pix_config(params)
+    config = load_config()
+    cfg = config.library()
     manifest = read_manifest()
     train_pairs = split_pairs(manifest, "train")
     val_pairs = split_pairs(manifest, "val") or split_pairs(manifest, "test")
@@ -133,26 +83,25 @@ def main() -> None:
 
     train = PairedDataset(train_pairs, cfg.data, train=True)
     val = PairedDataset(val_pairs, cfg.data, train=False) if val_pairs else None
-    METRICS.mkdir(parents=True, exist_ok=True)
     callbacks: list[Callback] = [SampleSaver(CHECKPOINTS / "samples")]
     trainer = Trainer(cfg, train, CHECKPOINTS, val_data=val, callbacks=callbacks, resume=resume)
     if not ctx.is_main:  # the other ranks only compute: no logs, files or MLflow run
         if trainer.fit()["status"] == "interrupted":
             raise KeyboardInterrupt
         return
-    history = CsvHistory(LOSS_CSV, VAL_CSV, trainer.step)
-    trainer.callbacks.callbacks.append(history)
     start_step = trainer.step
+    history = DvcLiveHistory(start_step)
+    trainer.callbacks.callbacks.append(history)
     print(
         f"train: {len(train)} pairs, {trainer.total_epochs} epochs x {trainer.steps_per_epoch} steps on {trainer.device}"
         + (f" x {ctx.world_size} processes" if ctx.enabled else "")
         + (f", resuming at step {start_step}" if start_step else "")
     )
-    tags = {"data_fingerprint": fingerprint["data"], "torch": torch.__version__, "preset": str(params.get("preset") or "none"), **git_info(project_root())}
+    tags = {"data_fingerprint": fingerprint["data"], "torch": torch.__version__, "preset": config.preset, **git_info(project_root())}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
     started = time.perf_counter()
-    with training_run(params, tags, resume) as mlflow:
+    with training_run(config, tags, resume) as mlflow:
         if mlflow is not None:
             trainer.callbacks.callbacks.append(MlflowCallback(mlflow))
         summary = trainer.fit()
@@ -160,18 +109,17 @@ def main() -> None:
             raise KeyboardInterrupt
     seconds = time.perf_counter() - started
     steps_run = summary["step"] - start_step
-    result = {
-        "steps": summary["step"],
-        "epochs": summary["epoch"],
-        "seconds": round(seconds, 2),
-        "images_per_sec": round(steps_run * cfg.train.batch_size * ctx.world_size / seconds, 2) if steps_run else None,
-        "resumed_from_step": start_step,
-        "device": str(trainer.device),
-        **{k: round(v, 5) for k, v in summary.items() if k in ("G_GAN", "G_L1", "D_real", "D_fake")},
-    }
-    if history.val_rows:
-        result.update({k: round(v, 5) for k, v in history.val_rows[-1].items() if k.startswith("val_")})
-    atomic_write_text(TRAIN_JSON, json.dumps(result, indent=2) + "\n")
+    result = history.finish(
+        {
+            "steps": summary["step"],
+            "epochs": summary["epoch"],
+            "seconds": round(seconds, 2),
+            "images_per_sec": round(steps_run * cfg.train.batch_size * ctx.world_size / seconds, 2) if steps_run else None,
+            "resumed_from_step": start_step,
+            "device": str(trainer.device),
+            **{k: round(summary[k], 5) for k in LOSS_NAMES if k in summary},
+        }
+    )
     print(f"train: done in {seconds:.0f} s -> {CHECKPOINTS / 'last.pt'}; {json.dumps(result)}")
 
 

@@ -17,9 +17,7 @@ from typing import Any, Callable
 
 import torch
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be written or read; the message names the file and the fix."""
+from .errors import CheckpointError
 
 
 def atomic_write(path: Path | str, write: Callable[[Any], None], mode: str = "wb") -> Path:

@@ -1,8 +1,9 @@
 """`pix2pix train | predict | export | evaluate`.
 
 Heavy modules (torch, torchvision) are imported inside each command so `--help` is instant.
-Every config field is also a flag (`--epochs 5`, `--crop-size 128`, `--direction BtoA`);
-`--config FILE` reads a YAML or JSON file with `data`, `model` and `train` sections first.
+Every config field is also a flag with its help text and choices (`--epochs 5`,
+`--crop-size 128`, `--direction BtoA`, `--flip/--no-flip`); `--config FILE` reads a YAML or
+JSON file with `data`, `model` and `train` sections first, strictly: an unknown key is an error.
 """
 
 from __future__ import annotations
@@ -10,27 +11,36 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import typing
 from dataclasses import fields
 from pathlib import Path
 
-from .config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig, section_from_dict
+from .config import SOURCE_KEYS, Config, ConfigError, DataConfig, ModelConfig, TrainConfig, build_section, type_name
+from .errors import Pix2PixError
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="YAML/JSON file with data/model/train sections (e.g. params.yaml)")
+    """One flag per config field, with the field's help and choices; booleans as --x/--no-x."""
+    parser.add_argument("--config", type=Path, help="YAML/JSON file with data/model/train sections (e.g. params.yaml); flags override it")
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(f"{section} options")
+        hints = typing.get_type_hints(cls)
         for f in fields(cls):
-            default = f.default
-            group.add_argument(
-                f"--{f.name.replace('_', '-')}",
-                dest=f"{section}.{f.name}",
-                default=None,
-                metavar=type(default).__name__.upper(),
-                help=f"default: {default}",
-            )
+            flag = f"--{f.name.replace('_', '-')}"
+            text = f"{f.metadata.get('help', '')} (default: {f.default})"
+            kwargs: dict = {"dest": f"{section}.{f.name}", "default": None, "help": text}
+            if hints[f.name] is bool:
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+                continue
+            choices = f.metadata.get("choices")
+            if choices:
+                kwargs["choices"] = [str(c) for c in choices]
+                kwargs["metavar"] = "{" + ",".join(map(str, choices)) + "}"
+            else:
+                kwargs["metavar"] = type_name(hints[f.name]).upper()
+            group.add_argument(flag, **kwargs)
 
 
 def _read_config_file(path: Path) -> dict:
@@ -38,27 +48,46 @@ def _read_config_file(path: Path) -> dict:
         raise ConfigError(f"{path}: config file not found")
     text = path.read_text()
     if path.suffix.lower() == ".json":
-        return json.loads(text)
-    try:
-        import yaml
-    except ImportError:
-        raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or pass a .json file") from None
-    try:
-        return yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    else:
+        try:
+            import yaml
+        except ImportError:
+            raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or pass a .json file") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected data:, model: and train: sections")
+    preset = data.get("preset")
+    if preset not in (None, "none"):
+        raise ConfigError(f"{path}: preset: {preset} is a pipeline setting the pix2pix CLI does not apply; "
+                          f"write it into the file first (python -m pipeline.presets apply {preset}) or set preset: none")
+    return data
 
 
 def _config_from_args(args: argparse.Namespace) -> Config:
+    """The file's data/model/train sections (strict), then the flags over them."""
     base = _read_config_file(args.config) if args.config else {}
+    where = f"{args.config}: " if args.config else ""
     sections = {}
     for section, cls in SECTIONS.items():
-        values = {k: v for k, v in (base.get(section) or {}).items() if k in {f.name for f in fields(cls)}}
+        values = dict(base.get(section) or {})
+        if section == "data":  # a pipeline params.yaml also says where its data comes from
+            values = {k: v for k, v in values.items() if k not in SOURCE_KEYS}
+        try:
+            build_section(cls, values, section)  # the file alone: errors name the file
+        except ConfigError as e:
+            raise ConfigError(f"{where}{e}") from None
         for f in fields(cls):
             flag = getattr(args, f"{section}.{f.name}")
             if flag is not None:
                 values[f.name] = flag
-        sections[section] = section_from_dict(cls, values, section)
+        sections[section] = build_section(cls, values, section)
     return Config(**sections).validate()
 
 
@@ -87,7 +116,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .predict import load_runner, predict_paths
+    from .loading import load_runner
+    from .predict import predict_paths
 
     runner = load_runner(args.model, device=args.device, keep_dropout=args.keep_dropout)
     written = predict_paths(runner, args.input, args.output)
@@ -107,8 +137,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import csv
 
     from .data import PairedDataset, iter_batches
+    from .loading import load_runner
     from .metrics import evaluate
-    from .predict import load_runner
 
     runner = load_runner(args.model, device=args.device)
     cfg = Config.from_dict(runner.config)
@@ -173,16 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except ConfigError as e:
+    except Pix2PixError as e:  # one line that names the file or key and the fix
         print(f"pix2pix {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # library errors are one line that names the file and the fix
-        from .errors import USER_ERRORS
-
-        if isinstance(e, USER_ERRORS):
-            print(f"pix2pix {args.command}: error: {e}", file=sys.stderr)
-            return 2
-        raise
 
 
 if __name__ == "__main__":

@@ -1,20 +1,24 @@
 """Typed configuration for the pix2pix library.
 
 Three sections mirror the `data`, `model` and `train` sections of a grouped params file.
-Every value is checked when a section is built, and a bad one raises `ConfigError` with a
-single line that names the key and says what would be accepted.
+Every field carries its help text (and its choices, where it has them) as metadata, so the
+CLI's flags and the error messages come from one place. `build_section` turns a mapping
+into a section strictly: an unknown key or a value of the wrong type is a `ConfigError`
+with one line that names the key and says what would be accepted.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
 
+from .errors import ConfigError
 
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the key and the fix."""
-
+__all__ = ["Config", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "build_section", "option"]
 
 DIRECTIONS = ("AtoB", "BtoA")
 PREPROCESS = ("resize_and_crop", "crop", "resize", "none")
@@ -22,6 +26,17 @@ NORMS = ("batch", "instance", "none")
 DISCRIMINATORS = ("patch", "pixel")
 GAN_MODES = ("vanilla", "lsgan", "hinge")
 SWITCH = ("auto", "true", "false")
+# Keys a pipeline params.yaml keeps in its `data` section to say where the images come from.
+# The library is handed a folder instead, so `pix2pix --config params.yaml` skips them.
+SOURCE_KEYS = ("source", "synthetic", "split", "pairs")
+
+
+def option(default: Any, help: str, choices: tuple | None = None, **metadata: Any):
+    """A dataclass field with its help text (and choices) attached for the CLI and errors."""
+    meta = {"help": help, **({"choices": choices} if choices else {}), **metadata}
+    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -29,8 +44,13 @@ def _check(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
-def _choice(section: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
-    _check(value in choices, f"{section}.{name}", f"got {value!r}; choose one of {', '.join(choices)}")
+def check_choices(obj: Any, section: str) -> None:
+    """Every field with `choices` metadata holds one of them."""
+    for f in fields(obj):
+        choices = f.metadata.get("choices")
+        value = getattr(obj, f.name)
+        if choices and value not in choices:
+            raise ConfigError(f"{section}.{f.name}: got {value!r}; choose one of {', '.join(map(str, choices))}")
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -39,53 +59,49 @@ def _is_power_of_two(n: int) -> bool:
 
 @dataclass
 class DataConfig:
-    direction: str = "AtoB"  # AtoB: left half (or A/ folder) is the input
-    load_size: int = 286  # images are resized to this, then randomly cropped
-    crop_size: int = 256  # network input size (a power of two >= 32)
-    preprocess: str = "resize_and_crop"
-    flip: bool = True  # random horizontal flip, applied to both halves alike
-    input_nc: int = 3  # 1 = grayscale, 3 = RGB
-    output_nc: int = 3
-    cache: bool = True  # keep decoded images in memory (fast epochs on small datasets)
+    direction: str = option("AtoB", "AtoB: the left half (or A/ folder) is the input; BtoA: the right half", DIRECTIONS)
+    load_size: int = option(286, "images are resized to this, then randomly cropped to crop_size")
+    crop_size: int = option(256, "network input size, a power of two >= 32 (sets the U-Net depth)")
+    preprocess: str = option("resize_and_crop", "how training images reach crop_size (evaluation resizes)", PREPROCESS)
+    flip: bool = option(True, "random horizontal flip, applied to both halves alike")
+    input_nc: int = option(3, "input channels: 1 = grayscale, 3 = RGB", (1, 3))
+    output_nc: int = option(3, "output channels: 1 = grayscale, 3 = RGB", (1, 3))
+    cache: bool = option(True, "keep decoded images in memory (fast epochs on small datasets)")
 
     def validate(self) -> "DataConfig":
         s = "data"
-        _choice(s, "direction", self.direction, DIRECTIONS)
-        _choice(s, "preprocess", self.preprocess, PREPROCESS)
+        check_choices(self, s)
         _check(
-            isinstance(self.crop_size, int) and self.crop_size >= 32 and _is_power_of_two(self.crop_size),
+            self.crop_size >= 32 and _is_power_of_two(self.crop_size),
             f"{s}.crop_size",
             f"got {self.crop_size!r}; use a power of two >= 32 (e.g. 64, 128, 256)",
         )
-        _check(isinstance(self.load_size, int) and self.load_size > 0, f"{s}.load_size", f"got {self.load_size!r}; use a positive integer")
+        _check(self.load_size > 0, f"{s}.load_size", f"got {self.load_size!r}; use a positive integer")
         if self.preprocess in ("resize_and_crop", "crop"):
             _check(
                 self.load_size >= self.crop_size,
                 f"{s}.load_size",
                 f"{self.load_size} is smaller than data.crop_size {self.crop_size}; set load_size >= crop_size",
             )
-        for name in ("input_nc", "output_nc"):
-            _check(getattr(self, name) in (1, 3), f"{s}.{name}", f"got {getattr(self, name)!r}; use 1 (grayscale) or 3 (RGB)")
         return self
 
 
 @dataclass
 class ModelConfig:
-    ngf: int = 64  # generator filters in the first layer
-    ndf: int = 64  # discriminator filters in the first layer
-    netD: str = "patch"  # patch (n_layers_D=3 -> 70x70) or pixel (1x1)
-    n_layers_D: int = 3
-    norm: str = "batch"
-    dropout: float = 0.5  # in the three innermost decoder blocks; 0 disables it
-    init_gain: float = 0.02  # std of the N(0, gain) weight init
+    ngf: int = option(64, "generator filters in the first layer")
+    ndf: int = option(64, "discriminator filters in the first layer")
+    netD: str = option("patch", "discriminator: patch (n_layers_D=3 -> 70x70 receptive field) or pixel (1x1)", DISCRIMINATORS)
+    n_layers_D: int = option(3, "strided layers of the patch discriminator (3 = 70x70)")
+    norm: str = option("batch", "normalisation layers", NORMS)
+    dropout: float = option(0.5, "dropout in the three innermost decoder blocks; 0 disables it")
+    init_gain: float = option(0.02, "std of the N(0, gain) weight init")
 
     def validate(self) -> "ModelConfig":
         s = "model"
-        _choice(s, "netD", self.netD, DISCRIMINATORS)
-        _choice(s, "norm", self.norm, NORMS)
+        check_choices(self, s)
         for name in ("ngf", "ndf", "n_layers_D"):
             v = getattr(self, name)
-            _check(isinstance(v, int) and v > 0, f"{s}.{name}", f"got {v!r}; use a positive integer")
+            _check(v > 0, f"{s}.{name}", f"got {v!r}; use a positive integer")
         _check(0.0 <= self.dropout < 1.0, f"{s}.dropout", f"got {self.dropout!r}; use a value in [0, 1)")
         _check(self.init_gain > 0, f"{s}.init_gain", f"got {self.init_gain!r}; use a positive number")
         return self
@@ -93,43 +109,42 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100  # epochs at the initial learning rate
-    epochs_decay: int = 100  # epochs of linear decay to zero after that
-    batch_size: int = 1
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    gan_mode: str = "vanilla"
-    lambda_l1: float = 100.0
-    seed: int = 0
-    device: str = "auto"  # auto (cuda, then cpu), cpu, cuda, cuda:1, ...
-    amp: bool = True  # mixed precision on CUDA: bf16 where supported, else fp16 + GradScaler
-    channels_last: str = field(default="auto", metadata={"switch": True})  # auto = on CUDA only
-    cudnn_benchmark: bool = True  # CUDA: pick the fastest conv algorithms for the fixed size
-    pin_memory: bool = True  # CUDA: page-locked batches copied with non_blocking=True
-    compile: bool = False  # torch.compile G and D (minutes of compiling; pays off on long GPU runs)
-    retain_memory: bool = True  # CPU: glibc keeps freed memory (no page faults every step)
-    flush_denormal: bool = True  # CPU: denormal floats count as zero (x86 is slow on them)
-    sync_batchnorm: bool = True  # under torchrun on CUDA: BatchNorm statistics over all ranks
-    num_workers: int = 0  # DataLoader workers; 0 keeps the two-core CPU for compute
-    log_every: int = 10  # steps between loss reports to callbacks
-    sample_every: int = 100  # steps between sample grids
-    checkpoint_every: int = 0  # steps between checkpoints; 0 = once per epoch only
-    keep_checkpoints: int = 2  # epoch checkpoints kept besides last.pt
+    epochs: int = option(100, "epochs at the initial learning rate")
+    epochs_decay: int = option(100, "epochs of linear decay to zero after that")
+    batch_size: int = option(1, "pairs per step")
+    lr: float = option(2e-4, "Adam learning rate of both networks")
+    beta1: float = option(0.5, "Adam beta1")
+    beta2: float = option(0.999, "Adam beta2")
+    gan_mode: str = option("vanilla", "adversarial loss", GAN_MODES)
+    lambda_l1: float = option(100.0, "weight of the L1 loss against the GAN loss")
+    seed: int = option(0, "seed of the weight init, data order, augmentation and dropout")
+    device: str = option("auto", "auto (cuda, then cpu), cpu, cuda, cuda:1, ...")
+    amp: bool = option(True, "mixed precision on CUDA: bf16 where supported, else fp16 + GradScaler")
+    channels_last: str = option("auto", "NHWC memory format; auto = on CUDA only", SWITCH, switch=True)
+    cudnn_benchmark: bool = option(True, "CUDA: time the conv algorithms once for the fixed size")
+    pin_memory: bool = option(True, "CUDA: page-locked batches copied with non_blocking=True")
+    compile: bool = option(False, "torch.compile G and D (minutes of compiling; pays off on long GPU runs)")
+    retain_memory: bool = option(True, "CPU: glibc keeps freed memory (no page faults every step)")
+    flush_denormal: bool = option(True, "CPU: denormal floats count as zero (x86 is slow on them)")
+    sync_batchnorm: bool = option(True, "under torchrun on CUDA: BatchNorm statistics over all ranks")
+    num_workers: int = option(0, "DataLoader workers; 0 keeps the CPU for compute")
+    log_every: int = option(10, "steps between loss reports to callbacks")
+    sample_every: int = option(100, "steps between sample grids")
+    checkpoint_every: int = option(0, "steps between checkpoints; 0 = once per epoch only")
+    keep_checkpoints: int = option(2, "epoch checkpoints kept besides last.pt")
 
     def validate(self) -> "TrainConfig":
         s = "train"
-        _choice(s, "gan_mode", self.gan_mode, GAN_MODES)
-        if isinstance(self.channels_last, bool):
+        if isinstance(self.channels_last, bool):  # TrainConfig(channels_last=True) in code
             self.channels_last = "true" if self.channels_last else "false"
-        _choice(s, "channels_last", self.channels_last, SWITCH)
+        check_choices(self, s)
         for name in ("epochs", "epochs_decay", "num_workers", "checkpoint_every", "keep_checkpoints"):
             v = getattr(self, name)
-            _check(isinstance(v, int) and v >= 0, f"{s}.{name}", f"got {v!r}; use an integer >= 0")
+            _check(v >= 0, f"{s}.{name}", f"got {v!r}; use an integer >= 0")
         _check(self.epochs + self.epochs_decay > 0, f"{s}.epochs", "epochs + epochs_decay must be at least 1")
         for name in ("batch_size", "log_every", "sample_every"):
             v = getattr(self, name)
-            _check(isinstance(v, int) and v > 0, f"{s}.{name}", f"got {v!r}; use a positive integer")
+            _check(v > 0, f"{s}.{name}", f"got {v!r}; use a positive integer")
         _check(self.lr > 0, f"{s}.lr", f"got {self.lr!r}; use a positive learning rate")
         for name in ("beta1", "beta2"):
             v = getattr(self, name)
@@ -160,33 +175,75 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "Config":
-        """Build from `{"data": {...}, "model": {...}, "train": {...}}`; other sections are ignored."""
+        """Build from `{"data": {...}, "model": {...}, "train": {...}}`, strictly: an unknown
+        key inside a section is an error; sections other than these three are not read."""
         d = d or {}
         return cls(
-            data=section_from_dict(DataConfig, d.get("data"), "data"),
-            model=section_from_dict(ModelConfig, d.get("model"), "model"),
-            train=section_from_dict(TrainConfig, d.get("train"), "train"),
+            data=build_section(DataConfig, d.get("data"), "data"),
+            model=build_section(ModelConfig, d.get("model"), "model"),
+            train=build_section(TrainConfig, d.get("train"), "train"),
         ).validate()
 
 
-def section_from_dict(cls, values: Mapping[str, Any] | None, section: str, ignore: tuple[str, ...] = ()):
-    """Build one dataclass section, refusing unknown keys and coercing obvious types."""
-    values = dict(values or {})
+# -- building sections from mappings (YAML, JSON, CLI strings) --------------------------
+def build_section(cls, values: Mapping[str, Any] | None, section: str, ignore: tuple[str, ...] = ()):
+    """Build dataclass `cls` from `values`: unknown keys refused, each value coerced to its
+    field's annotated type (nested dataclasses, `X | None`, lists included)."""
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{section or 'config'}: expected a mapping of keys, got {values!r}")
     known = {f.name: f for f in fields(cls)}
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in values.items():
         if key in ignore:
             continue
+        name = f"{section}.{key}" if section else key
         if key not in known:
-            raise ConfigError(f"{section}.{key}: unknown key; known keys are {', '.join(known)}")
-        kwargs[key] = _coerce(value, known[key], f"{section}.{key}")
+            raise ConfigError(f"{name}: unknown key; known keys are {', '.join(known)}")
+        kwargs[key] = coerce(value, hints[key], name, known[key].metadata)
     return cls(**kwargs)
 
 
-def _coerce(value: Any, f: dataclasses.Field, key: str) -> Any:
-    typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+def type_name(typ: Any) -> str:
+    if typ is type(None):
+        return "null"
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):
+        return " or ".join(type_name(a) for a in typing.get_args(typ))
+    if typing.get_origin(typ) in (list, tuple):
+        return f"list of {type_name(typing.get_args(typ)[0])}"
+    return getattr(typ, "__name__", str(typ))
+
+
+def coerce(value: Any, typ: Any, key: str, metadata: Mapping[str, Any] | None = None) -> Any:
+    """`value` as type `typ`, or a ConfigError naming `key`. Strings (CLI flags, `-S k=v`)
+    are parsed; a float with a fraction is never silently truncated to an int."""
+    metadata = metadata or {}
+    origin = typing.get_origin(typ)
+    if dataclasses.is_dataclass(typ):
+        return build_section(typ, value, key)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(typ)
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "~")):
+            if type(None) in args:
+                return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, key, metadata)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: got {value!r}; expected {type_name(typ)}")
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: got {value!r}; expected {type_name(typ)}")
+        item = typing.get_args(typ)[0] if typing.get_args(typ) else Any
+        items = [coerce(v, item, key) for v in value]
+        return tuple(items) if origin is tuple else items
     try:
-        if typ == "bool":
+        if typ is bool:
             if isinstance(value, str):
                 low = value.strip().lower()
                 if low in ("true", "1", "yes", "on"):
@@ -194,23 +251,28 @@ def _coerce(value: Any, f: dataclasses.Field, key: str) -> Any:
                 if low in ("false", "0", "no", "off"):
                     return False
                 raise ValueError(value)
-            if isinstance(value, (bool, int)):
+            if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
                 return bool(value)
             raise ValueError(value)
-        if typ == "int":
+        if typ is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
+            if isinstance(value, str):
+                value = float(value) if "." in value or "e" in value.lower() else int(value)
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError(value)
             return int(value)
-        if typ == "float":
+        if typ is float:
             if isinstance(value, bool):
                 raise ValueError(value)
             return float(value)
-        if typ == "str":
-            if isinstance(value, bool) and f.metadata.get("switch"):  # YAML true/false
+        if typ is str:
+            if isinstance(value, bool) and metadata.get("switch"):  # YAML true/false
                 return "true" if value else "false"
             if not isinstance(value, str):
                 raise ValueError(value)
             return value
     except (TypeError, ValueError):
-        raise ConfigError(f"{key}: got {value!r}; expected a value of type {typ}") from None
+        raise ConfigError(f"{key}: got {value!r}; expected a value of type {type_name(typ)}") from None
     return value
+

@@ -20,14 +20,11 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from .config import DataConfig
+from .errors import ImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Decoded images kept in memory per dataset (uint8); beyond this, images are re-read each time.
 CACHE_LIMIT_BYTES = 2 * 1024**3
-
-
-class ImageError(ValueError):
-    """A file or folder cannot be used as pix2pix data; the message names it and the fix."""
 
 
 @dataclass(frozen=True)
@@ -95,22 +92,24 @@ def pil_to_uint8(img: Image.Image) -> torch.Tensor:
     return TF.pil_to_tensor(img)
 
 
+def open_halves(pair: Pair) -> tuple[Image.Image, Image.Image]:
+    """The (A, B) images of a pair, upright; a combined A|B image is cut at half its width."""
+    if pair.b is not None:
+        return open_image(pair.a), open_image(pair.b)
+    img = ImageOps.exif_transpose(open_image(pair.a))
+    w, h = img.size
+    if w != 2 * h:
+        raise ImageError(
+            f"{pair.a}: a combined A|B image must be twice as wide as it is high, got {w}x{h}; "
+            "fix the image or use separate A/ and B/ folders"
+        )
+    return img.crop((0, 0, w // 2, h)), img.crop((w // 2, 0, w, h))
+
+
 def read_pair(pair: Pair, input_nc: int, output_nc: int, direction: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode one pair into (input, target) uint8 tensors, honouring the direction."""
     a_nc, b_nc = (input_nc, output_nc) if direction == "AtoB" else (output_nc, input_nc)
-    if pair.b is None:
-        img = open_image(pair.a)
-        img = ImageOps.exif_transpose(img)
-        w, h = img.size
-        if w != 2 * h:
-            raise ImageError(
-                f"{pair.a}: a combined A|B image must be twice as wide as it is high, got {w}x{h}; "
-                "fix the image or use separate A/ and B/ folders"
-            )
-        a_img = img.crop((0, 0, w // 2, h))
-        b_img = img.crop((w // 2, 0, w, h))
-    else:
-        a_img, b_img = open_image(pair.a), open_image(pair.b)
+    a_img, b_img = open_halves(pair)
     a = pil_to_uint8(to_channels(a_img, a_nc))
     b = pil_to_uint8(to_channels(b_img, b_nc))
     return (a, b) if direction == "AtoB" else (b, a)

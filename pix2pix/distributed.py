@@ -1,4 +1,4 @@
-"""Multi-process training under `torchrun`: who am I, which device, and the process group.
+"""Which device, and multi-process training under `torchrun`: who am I and the process group.
 
 `torchrun --nproc_per_node=N ...` sets RANK, WORLD_SIZE and LOCAL_RANK; without them
 training runs as a single process and nothing here does anything.
@@ -33,6 +33,15 @@ class DistContext:
 def context() -> DistContext:
     env = os.environ
     return DistContext(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"train.device={requested!r} but CUDA is not available here; use device=auto or cpu")
+    return device
 
 
 def setup(ctx: DistContext, device: torch.device) -> torch.device:

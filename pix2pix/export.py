@@ -18,15 +18,12 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .checkpoint import atomic_write_bytes
+from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from .errors import ExportError
+from .loading import CONFIG_KEY, OnnxGenerator, generator_from_state, load_torchscript
 from .networks import UNetGenerator
 
 PARITY_TOLERANCE = 1e-4
-CONFIG_KEY = "pix2pix_config"
-
-
-class ExportError(RuntimeError):
-    pass
 
 
 def fold_batchnorm(g: nn.Module) -> nn.Module:
@@ -85,14 +82,6 @@ def export_torchscript(g: UNetGenerator, config: dict, path: Path | str, toleran
     return {"path": str(path), "max_abs_diff": diff}
 
 
-def load_torchscript(path: Path | str, device: str | torch.device = "cpu"):
-    extra = {CONFIG_KEY: "", "multiple": ""}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
-    return module.eval(), json.loads(extra[CONFIG_KEY]), int(extra["multiple"])
-
-
 def export_onnx(g: UNetGenerator, config: dict, path: Path | str, opset: int = 17, tolerance: float = PARITY_TOLERANCE) -> dict[str, Any]:
     """ONNX with dynamic batch/height/width, BatchNorm folded, checked with onnxruntime."""
     try:
@@ -124,37 +113,11 @@ def export_onnx(g: UNetGenerator, config: dict, path: Path | str, opset: int = 1
     return {"path": str(path), "max_abs_diff": diff, "opset": opset}
 
 
-class OnnxGenerator:
-    """Runs an exported generator with onnxruntime on torch tensors."""
-
-    def __init__(self, path: Path | str, threads: int | None = None):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise ExportError("running .onnx files needs onnxruntime: pip install 'pix2pix-pipeline[onnx]'") from None
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if CONFIG_KEY not in meta:
-            raise ExportError(f"{path}: not a pix2pix ONNX export (no {CONFIG_KEY} metadata); export it with `pix2pix export`")
-        self.config = json.loads(meta[CONFIG_KEY])
-        self.multiple = int(meta["multiple"])
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {"input": x.detach().cpu().float().numpy()})[0]
-        return torch.from_numpy(out)
-
-
 def export_generator(checkpoint: Path | str, out_dir: Path | str, formats=("torchscript", "onnx")) -> dict[str, Any]:
     """Write `generator.pt` (weights + config) and the requested formats into `out_dir`.
 
     Returns a report with each file and its parity result, for model cards and logs.
     """
-    from .checkpoint import load_checkpoint, save_checkpoint
-    from .predict import generator_from_state
-
     out_dir = Path(out_dir)
     state = load_checkpoint(checkpoint)
     g, cfg = generator_from_state(state)

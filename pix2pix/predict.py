@@ -1,4 +1,4 @@
-"""Inference: load a trained generator (checkpoint, TorchScript or ONNX) and translate images.
+"""Inference: translate images with a loaded generator (`pix2pix.loading.load_runner`).
 
 Images of any size work: the input is padded (reflect) up to the network's multiple of
 2**depth, translated, and cropped back to its own size.
@@ -7,69 +7,14 @@ Images of any size work: the input is padded (reflect) up to the network's multi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .checkpoint import load_checkpoint
-from .config import Config
-from .data import ImageError, list_images, open_image, pil_to_uint8, to_channels, to_image_range, to_unit_range
-from .networks import UNetGenerator, build_generator
-
-
-class GeneratorRunner:
-    """A callable N x C x H x W tensor in [-1, 1] -> same, plus what it needs to know:
-    input/output channels and the size multiple."""
-
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], input_nc: int, output_nc: int, multiple: int, config: dict):
-        self.fn, self.input_nc, self.output_nc, self.multiple, self.config = fn, input_nc, output_nc, multiple, config
-
-    @torch.no_grad()
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fn(x)
-
-
-def generator_from_state(state: dict) -> tuple[UNetGenerator, Config]:
-    """Rebuild the generator (eval mode) from a loaded checkpoint dict."""
-    cfg = Config.from_dict(state["config"])
-    g = build_generator(cfg.model, cfg.data.input_nc, cfg.data.output_nc, cfg.data.crop_size)
-    g.load_state_dict(state["generator"])
-    return g.eval(), cfg
-
-
-def generator_from_checkpoint(path: Path | str, device: str | torch.device = "cpu") -> tuple[UNetGenerator, Config]:
-    """Rebuild the generator from a training checkpoint or an exported `generator.pt`."""
-    g, cfg = generator_from_state(load_checkpoint(path, map_location=device))
-    return g.to(device), cfg
-
-
-def _enable_dropout(g: torch.nn.Module) -> None:
-    for m in g.modules():
-        if isinstance(m, torch.nn.Dropout):
-            m.train()
-
-
-def load_runner(path: Path | str, device: str | torch.device = "cpu", keep_dropout: bool = False) -> GeneratorRunner:
-    """Pick the loader by file type: .onnx (onnxruntime), .ts/.torchscript, else a checkpoint."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        from .export import OnnxGenerator
-
-        ort_g = OnnxGenerator(path)
-        c = ort_g.config
-        return GeneratorRunner(ort_g, c["data"]["input_nc"], c["data"]["output_nc"], ort_g.multiple, c)
-    if suffix in (".ts", ".torchscript"):
-        from .export import load_torchscript
-
-        module, config, multiple = load_torchscript(path, device)
-        return GeneratorRunner(lambda x: module(x.to(device)).cpu(), config["data"]["input_nc"], config["data"]["output_nc"], multiple, config)
-    g, cfg = generator_from_checkpoint(path, device)
-    if keep_dropout:
-        _enable_dropout(g)  # the paper's test-time noise: dropout stays on
-    return GeneratorRunner(lambda x: g(x.to(device)).float().cpu(), cfg.data.input_nc, cfg.data.output_nc, g.multiple, cfg.to_dict())
+from .data import IMAGE_EXTENSIONS, list_images, open_image, pil_to_uint8, to_channels, to_image_range, to_unit_range
+from .errors import ImageError
+from .loading import GeneratorRunner
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -108,7 +53,7 @@ def predict_paths(runner: GeneratorRunner, source: Path, dest: Path) -> list[Pat
         inputs = [source]
     else:
         raise ImageError(f"{source}: no such file or folder; check the path")
-    single_file_out = source.is_file() and dest.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+    single_file_out = source.is_file() and dest.suffix.lower() in IMAGE_EXTENSIONS
     written = []
     for src in inputs:
         out = dest if single_file_out else dest / f"{src.stem}.png"

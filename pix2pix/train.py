@@ -1,9 +1,7 @@
-"""Training: the pix2pix update (`Pix2Pix`) and the loop around it (`Trainer`).
+"""Training: the loop around the pix2pix update (`pix2pix.model.Pix2Pix`).
 
-One iteration = one discriminator update on (input, real) vs (input, G(input)), then one
-generator update on the GAN loss (fooling D) plus lambda * L1 to the target. Both networks
-use Adam and a schedule that keeps the learning rate for `epochs` and decays it linearly to
-zero over `epochs_decay` more.
+`Trainer.fit` runs epochs of steps over a deterministic, resumable data order, reports to
+callbacks, validates after each epoch and keeps `out_dir/last.pt` as the exact resume point.
 """
 
 from __future__ import annotations
@@ -13,170 +11,35 @@ import signal
 import sys
 import threading
 import time
-from contextlib import nullcontext
+from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
-from torchvision.utils import make_grid
 
 from . import distributed
 from .callbacks import Callback, CallbackList
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config
-from .data import EpochSampler, PairedDataset, collate, iter_batches, to_image_range
-from .distributed import DistContext
-from .losses import GANLoss, discriminator_loss, l1_loss
+from .data import EpochSampler, PairedDataset, collate, iter_batches
+from .errors import CheckpointError, TrainingDiverged
+from .grid import comparison_grid
 from .metrics import evaluate
-from .networks import build_discriminator, build_generator, count_parameters
-from .performance import configure_backends, flush_denormals, retain_freed_memory, use_channels_last
+from .distributed import select_device
+from .model import LOSS_NAMES, Pix2Pix, linear_decay
+from .networks import count_parameters
+from .performance import configure_backends, flush_denormals, retain_freed_memory
 
-LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
-
-
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite."""
+__all__ = ["LOSS_NAMES", "Pix2Pix", "Status", "Trainer", "TrainingDiverged", "linear_decay", "select_device"]
 
 
-def select_device(requested: str = "auto") -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={requested!r} but CUDA is not available here; use device=auto or cpu")
-    return device
+class Status(str, Enum):
+    """How `fit` ended: the whole schedule, at `max_steps`, or on SIGINT/SIGTERM."""
 
-
-def linear_decay(epochs: int, epochs_decay: int):
-    """LR multiplier for epoch e: 1 for the first `epochs`, then linear towards 0."""
-
-    def factor(epoch: int) -> float:
-        return 1.0 - max(0, epoch + 1 - epochs) / float(epochs_decay + 1)
-
-    return factor
-
-
-class Pix2Pix(nn.Module):
-    """Generator, discriminator, their optimisers and schedulers, and one training step."""
-
-    def __init__(self, cfg: Config, device: torch.device):
-        super().__init__()
-        self.cfg = cfg
-        self.device = device
-        d, m, t = cfg.data, cfg.model, cfg.train
-        self.channels_last = use_channels_last(t.channels_last, device)
-        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
-        self.G = build_generator(m, d.input_nc, d.output_nc, d.crop_size).to(device, memory_format=memory_format)
-        self.D = build_discriminator(m, d.input_nc, d.output_nc).to(device, memory_format=memory_format)
-        # What train_step calls: the modules themselves, or DDP/torch.compile wrappers of them
-        # (see `accelerate`). Checkpoints always hold the plain modules' state.
-        self.run_G: nn.Module = self.G
-        self.run_D: nn.Module = self.D
-        self.run_D_frozen: nn.Module = self.D  # the G step's D: no weight gradients, no DDP
-        self.gan_loss = GANLoss(t.gan_mode)
-        # Fused Adam: one pass over each parameter tensor instead of ~10 (measured 5x faster
-        # on CPU for the 57M parameters, ~0.15 s of every 256x256 step).
-        fused = device.type in ("cpu", "cuda")
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), fused=fused)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), fused=fused)
-        decay = linear_decay(t.epochs, t.epochs_decay)
-        self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, decay)
-        self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, decay)
-        # Mixed precision only on CUDA: bf16 where supported (no scaler needed), else fp16.
-        self.amp_dtype = None
-        if t.amp and device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-
-    def accelerate(self, ctx: DistContext) -> None:
-        """Wrap for multi-process (DDP) and/or compiled execution; call after loading state."""
-        t = self.cfg.train
-        if ctx.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            if t.sync_batchnorm and self.device.type == "cuda" and self.cfg.model.norm == "batch":
-                # Same Parameter objects, so the optimisers stay valid.
-                self.G = nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
-                self.D = nn.SyncBatchNorm.convert_sync_batchnorm(self.D)
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.run_G = DDP(self.G, device_ids=ids)
-            self.run_D = DDP(self.D, device_ids=ids)
-        if t.compile:
-            self.run_G = torch.compile(self.run_G)
-            self.run_D = torch.compile(self.run_D)
-            self.run_D_frozen = torch.compile(self.D) if ctx.enabled else self.run_D
-
-    def autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def train_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One D update then one G update; returns detached losses."""
-        if self.channels_last:
-            real_a = real_a.contiguous(memory_format=torch.channels_last)
-            real_b = real_b.contiguous(memory_format=torch.channels_last)
-        with self.autocast():
-            fake_b = self.run_G(real_a)
-
-        # Discriminator: real pairs towards 1, generated pairs towards 0.
-        self.D.requires_grad_(True)
-        self.opt_D.zero_grad(set_to_none=True)
-        with self.autocast():
-            pred_fake = self.run_D(torch.cat([real_a, fake_b.detach()], 1))
-            pred_real = self.run_D(torch.cat([real_a, real_b], 1))
-            loss_d, loss_d_real, loss_d_fake = discriminator_loss(self.gan_loss, pred_real, pred_fake)
-        self.scaler.scale(loss_d).backward()
-        self.scaler.step(self.opt_D)
-
-        # Generator: fool D, and stay close to the target in L1. D's weights get no gradient
-        # (so under DDP this pass bypasses D's wrapper: it has nothing to all-reduce).
-        self.D.requires_grad_(False)
-        self.opt_G.zero_grad(set_to_none=True)
-        with self.autocast():
-            pred_fake = self.run_D_frozen(torch.cat([real_a, fake_b], 1))
-            loss_g_gan = self.gan_loss(pred_fake, True, for_discriminator=False)
-            loss_g_l1 = l1_loss(fake_b, real_b, self.cfg.train.lambda_l1)
-        self.scaler.scale(loss_g_gan + loss_g_l1).backward()
-        self.scaler.step(self.opt_G)
-        self.scaler.update()
-        return {
-            "G_GAN": loss_g_gan.detach(),
-            "G_L1": loss_g_l1.detach(),
-            "D_real": loss_d_real.detach(),
-            "D_fake": loss_d_fake.detach(),
-        }
-
-    def schedulers_step(self) -> None:
-        self.sched_G.step()
-        self.sched_D.step()
-
-    @property
-    def lr(self) -> float:
-        return self.opt_G.param_groups[0]["lr"]
-
-    def training_state(self) -> dict[str, Any]:
-        return {
-            "generator": self.G.state_dict(),
-            "discriminator": self.D.state_dict(),
-            "opt_G": self.opt_G.state_dict(),
-            "opt_D": self.opt_D.state_dict(),
-            "sched_G": self.sched_G.state_dict(),
-            "sched_D": self.sched_D.state_dict(),
-            "scaler": self.scaler.state_dict(),
-        }
-
-    def load_training_state(self, state: dict[str, Any]) -> None:
-        self.G.load_state_dict(state["generator"])
-        self.D.load_state_dict(state["discriminator"])
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
-        self.sched_G.load_state_dict(state["sched_G"])
-        self.sched_D.load_state_dict(state["sched_D"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+    FINISHED = "finished"
+    STOPPED = "stopped"
+    INTERRUPTED = "interrupted"
 
 
 def rng_state() -> dict[str, Any]:
@@ -270,6 +133,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(per_rank / t.batch_size)
         self.total_epochs = t.epochs + t.epochs_decay
         self.epoch, self.batches_done, self.step = 0, 0, 0
+        self.last_losses: dict[str, torch.Tensor] = {}  # of the latest step, named as LOSS_NAMES
         samples_from = val_data if val_data is not None else train_data
         fixed = [samples_from[i] for i in range(min(sample_count, len(samples_from)))]
         self.sample_batch = collate(fixed)
@@ -299,7 +163,9 @@ class Trainer:
         }
 
     def save(self, path: Path | None = None) -> Path:
+        """Checkpoint atomically; a diverged model is never written over a good one."""
         path = path or self.last_checkpoint
+        self._check_finite()
         if not self.dist.is_main:
             return path
         save_checkpoint(self.state_dict(), path)
@@ -329,17 +195,8 @@ class Trainer:
             p.unlink(missing_ok=True)
 
     # -- reporting ---------------------------------------------------------------------
-    @torch.no_grad()
     def sample_grid(self) -> torch.Tensor:
-        g = self.model.G
-        was_training = g.training
-        g.eval()
-        fake = g(self.sample_batch["input"].to(self.device)).float().cpu()
-        g.train(was_training)
-        rows = [to_image_range(t) for t in (self.sample_batch["input"], fake, self.sample_batch["target"])]
-        rows = [r.expand(-1, 3, -1, -1) for r in rows]  # grayscale shown as RGB beside colour
-        n = rows[0].shape[0]
-        return make_grid(torch.cat(rows), nrow=n, padding=2, pad_value=1.0)
+        return comparison_grid(self.model.G, self.sample_batch, self.device)
 
     def validate(self) -> dict[str, float]:
         if self.val_data is None or not self.dist.is_main:
@@ -353,8 +210,9 @@ class Trainer:
             g.train()
         return {f"val_{k}": v for k, v in means.items()}
 
-    def _check_finite(self, losses: dict[str, torch.Tensor]) -> None:
-        bad = {k: float(v) for k, v in losses.items() if not torch.isfinite(v)}
+    def _check_finite(self) -> None:
+        """Refuse to go on (or to checkpoint) once a loss is NaN or infinite."""
+        bad = {k: float(v) for k, v in self.last_losses.items() if not torch.isfinite(v)}
         if bad:
             kept = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint.is_file() else "no checkpoint was written"
             raise TrainingDiverged(
@@ -363,11 +221,28 @@ class Trainer:
             )
 
     # -- the loop ----------------------------------------------------------------------
+    @property
+    def total_steps(self) -> int:
+        return self.total_epochs * self.steps_per_epoch
+
     def fit(self, max_steps: int | None = None) -> dict[str, Any]:
-        """Train to the end of the schedule (or `max_steps` global steps); returns a summary."""
-        cfg = self.cfg.train
-        total_steps = self.total_epochs * self.steps_per_epoch
-        target = total_steps if max_steps is None else min(max_steps, total_steps)
+        """Train to the end of the schedule (or `max_steps` global steps); returns a summary.
+
+        Whatever the ending (finished, stopped at max_steps, SIGINT/SIGTERM), `last.pt` is
+        written last and the callbacks see `on_train_end` once."""
+        target = self.total_steps if max_steps is None else min(max_steps, self.total_steps)
+        self._target = target
+        self._window_start, self._window_images = time.perf_counter(), 0
+        self._announce_start()
+        self._bar = self._progress_bar()
+        self.model.train()
+        with _StopRequest() as stop:
+            status = self._train_until(target, stop)
+            self.save()
+        self._bar.close()
+        return self._finish(status)
+
+    def _announce_start(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.callbacks.on_train_start(
             {
@@ -380,85 +255,90 @@ class Trainer:
                 "val_size": len(self.val_data) if self.val_data is not None else 0,
                 "start_step": self.step,
                 "world_size": self.dist.world_size,
-                "total_steps": total_steps,
+                "total_steps": self.total_steps,
             }
         )
-        status = "finished"
-        bar = self._progress_bar(total_steps)
-        window_start, window_images = time.perf_counter(), 0
-        last: dict[str, torch.Tensor] = {}
-        self.model.train()
-        stopping = False
-        with _StopRequest() as stop:
-            while self.epoch < self.total_epochs and self.step < target:
-                self.sampler.set_epoch(self.epoch, start=self.batches_done * cfg.batch_size)
-                for batch in self.loader:
-                    real_a = batch["input"].to(self.device, non_blocking=True)
-                    real_b = batch["target"].to(self.device, non_blocking=True)
-                    last = self.model.train_step(real_a, real_b)
-                    self.step += 1
-                    self.batches_done += 1
-                    window_images += real_a.shape[0] * self.dist.world_size
-                    if self.step % cfg.log_every == 0 or self.step == target:
-                        self._check_finite(last)
-                        elapsed = time.perf_counter() - window_start
-                        logs = {k: float(v) for k, v in last.items()}
-                        logs["lr"] = self.model.lr
-                        logs["images_per_sec"] = window_images / max(elapsed, 1e-9)
-                        self.callbacks.on_step(self.step, logs)
-                        bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
-                        window_start, window_images = time.perf_counter(), 0
-                    bar.update(1)
-                    if self.step % cfg.sample_every == 0 and self.dist.is_main:
-                        self.callbacks.on_samples(self.step, self.sample_grid())
-                    if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
-                        self._check_finite(last)
-                        self.save()
-                    stopping = distributed.any_rank(stop.signal is not None, self.dist, self.device)
-                    if stopping or self.step >= target:
-                        break
-                if stopping:
-                    status = "interrupted"
-                    break
-                if self.batches_done < self.steps_per_epoch:  # stopped mid-epoch at max_steps
-                    status = "stopped" if self.step < total_steps else status
-                    break
-                # End of epoch: decay the LR, validate, checkpoint.
-                self.epoch += 1
-                self.batches_done = 0
-                self.model.schedulers_step()
-                metrics = self.validate()
-                self.callbacks.on_epoch_end(self.epoch, self.step, metrics)
-                if self.dist.is_main and (not self.progress or bar.disable):
-                    shown = " ".join(f"{k}={v:.4g}" for k, v in {**{k: float(v) for k, v in last.items()}, **metrics}.items())
-                    print(f"epoch {self.epoch}/{self.total_epochs} step {self.step}: {shown}", file=sys.stderr, flush=True)
-                if last:
-                    self._check_finite(last)
-                self.save()
-                self._rotate_epoch_checkpoint()
-            if self.step < total_steps and status == "finished":
-                status = "stopped"
-            if last:
-                self._check_finite(last)
+
+    def _train_until(self, target: int, stop: "_StopRequest") -> Status:
+        """Epochs of steps until the schedule ends, `target` is reached or a stop is asked."""
+        while self.epoch < self.total_epochs and self.step < target:
+            if self._run_epoch(target, stop):
+                return Status.INTERRUPTED
+            if self.batches_done < self.steps_per_epoch:  # reached `target` mid-epoch
+                break
+            self._end_epoch()
+        return Status.FINISHED if self.step >= self.total_steps else Status.STOPPED
+
+    def _run_epoch(self, target: int, stop: "_StopRequest") -> bool:
+        """The rest of the current epoch's steps (up to `target`); True when asked to stop."""
+        self.sampler.set_epoch(self.epoch, start=self.batches_done * self.cfg.train.batch_size)
+        for batch in self.loader:
+            self._step(batch)
+            if distributed.any_rank(stop.signal is not None, self.dist, self.device):
+                return True
+            if self.step >= target:
+                break
+        return False
+
+    def _step(self, batch: dict) -> None:
+        """One update, then whatever is due: a report, a sample grid, a checkpoint."""
+        cfg = self.cfg.train
+        real_a = batch["input"].to(self.device, non_blocking=True)
+        real_b = batch["target"].to(self.device, non_blocking=True)
+        self.last_losses = self.model.train_step(real_a, real_b)
+        self.step += 1
+        self.batches_done += 1
+        self._window_images += real_a.shape[0] * self.dist.world_size
+        if self.step % cfg.log_every == 0 or self.step == self._target:
+            self._report()
+        self._bar.update(1)
+        if self.step % cfg.sample_every == 0 and self.dist.is_main:
+            self.callbacks.on_samples(self.step, self.sample_grid())
+        if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
             self.save()
-        bar.close()
+
+    def _report(self) -> None:
+        self._check_finite()
+        elapsed = time.perf_counter() - self._window_start
+        logs = {k: float(v) for k, v in self.last_losses.items()}
+        logs["lr"] = self.model.lr
+        logs["images_per_sec"] = self._window_images / max(elapsed, 1e-9)
+        self.callbacks.on_step(self.step, logs)
+        self._bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()}, refresh=False)
+        self._window_start, self._window_images = time.perf_counter(), 0
+
+    def _end_epoch(self) -> None:
+        """Decay the LR, validate, report, checkpoint (last.pt and the rotated epoch file)."""
+        self.epoch += 1
+        self.batches_done = 0
+        self.model.schedulers_step()
+        metrics = self.validate()
+        self.callbacks.on_epoch_end(self.epoch, self.step, metrics)
+        if self.dist.is_main and self._bar.disable:
+            losses = {k: float(v) for k, v in self.last_losses.items()}
+            shown = " ".join(f"{k}={v:.4g}" for k, v in {**losses, **metrics}.items())
+            print(f"epoch {self.epoch}/{self.total_epochs} step {self.step}: {shown}", file=sys.stderr, flush=True)
+        self.save()
+        self._rotate_epoch_checkpoint()
+
+    def _finish(self, status: Status) -> dict[str, Any]:
         if self.dist.is_main:
             self.callbacks.on_samples(self.step, self.sample_grid())
         summary = {
-            "status": status,
+            "status": status.value,
             "step": self.step,
             "epoch": self.epoch,
             "checkpoint": str(self.last_checkpoint),
-            **{k: float(v) for k, v in last.items()},
+            **{k: float(v) for k, v in self.last_losses.items()},
         }
         self.callbacks.on_train_end(summary)
         return summary
 
-    def _progress_bar(self, total_steps: int):
+    def _progress_bar(self):
         from tqdm.auto import tqdm
 
         return tqdm(
-            total=total_steps,
+            total=self.total_steps,
             initial=self.step,
             desc="train",
             unit="step",

@@ -143,7 +143,7 @@ def write_params(path: Path, **sections) -> Path:
     return path
 
 
-PROJECT_FILES = ("pix2pix", "pipeline", "dvc.yaml", ".dvcignore", "pyproject.toml")
+PROJECT_FILES = ("pix2pix", "pipeline", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml")
 
 
 def tool_env(**extra) -> dict:
@@ -222,3 +222,32 @@ class MlflowServer:
     def kill(self) -> None:
         self._signal(signal.SIGKILL)
         self.proc.wait()
+
+
+def dvc(project: Path, *args, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`dvc ARGS` in `project` as a user runs it (this venv, offline, quiet)."""
+    r = subprocess.run([sys.executable, "-m", "dvc", *map(str, args)], cwd=project, env=tool_env(), capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert r.returncode == 0, f"dvc {' '.join(map(str, args))} failed:\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory) -> tuple[Path, str]:
+    """One tiny project after `git commit` and a full `dvc repro` (MLflow in its own sqlite
+    file): the shared starting point of the end-to-end tests, made once per session. Returns
+    (folder, the repro's output). Tests that change it work on a `copy_workspace` of it."""
+    project = make_project(tmp_path_factory.mktemp("reproduced") / "project")
+    r = dvc(project, "repro", timeout=900)
+    return project, r.stdout
+
+
+def copy_workspace(src: Path, dest: Path) -> Path:
+    """A copy of a reproduced workspace (git, DVC cache and state, outputs, MLflow store).
+
+    The copy's MLflow registry still points at the original's artifact files for the versions
+    made there (absolute paths): fine while the session lasts."""
+    import shutil
+
+    shutil.copytree(src, dest, symlinks=True)
+    return dest

@@ -10,8 +10,9 @@ from PIL import Image
 
 from conftest import tool_env, write_params
 from pipeline import presets
-from pipeline.builders import PairsConfig, build_pairs
-from pix2pix.config import ConfigError
+from pipeline.builders import build_pairs
+from pipeline.params import PairsConfig, config_from_dict
+from pix2pix.config import ConfigError, build_section
 
 
 def _photos(folder, sizes=((80, 60), (50, 90), (64, 64))):
@@ -27,7 +28,7 @@ def _photos(folder, sizes=((80, 60), (50, 90), (64, 64))):
 
 
 def _cfg(builder, **extra):
-    return PairsConfig.from_params({"builder": builder, "size": 32, "seed": 3, **extra})
+    return build_section(PairsConfig, {"builder": builder, "size": 32, "seed": 3, **extra}, "data.pairs").validate()
 
 
 def _halves(path):
@@ -65,7 +66,7 @@ def test_each_builder_writes_square_pairs_deterministically(tmp_path, builder):
 def test_noise_depends_on_the_seed_and_the_photo(tmp_path):
     photos = _photos(tmp_path / "photos", sizes=((40, 40), (40, 40)))
     build_pairs(photos, tmp_path / "s3", _cfg("noise"))
-    build_pairs(photos, tmp_path / "s4", PairsConfig.from_params({"builder": "noise", "size": 32, "seed": 4}))
+    build_pairs(photos, tmp_path / "s4", build_section(PairsConfig, {"builder": "noise", "size": 32, "seed": 4}, "data.pairs").validate())
     assert (tmp_path / "s3/p0.png").read_bytes() != (tmp_path / "s4/p0.png").read_bytes()
     noise0 = _halves(tmp_path / "s3/p0.png")[0] - _halves(tmp_path / "s3/p0.png")[1]
     noise1 = _halves(tmp_path / "s3/photo 1.png")[0] - _halves(tmp_path / "s3/photo 1.png")[1]
@@ -120,21 +121,22 @@ def test_unreadable_photos_are_rejected_with_a_reason(tmp_path):
 )
 def test_bad_builder_settings_name_the_key(values, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        PairsConfig.from_params(values)
+        build_section(PairsConfig, values, "data.pairs").validate()
 
 
-def test_presets_replace_only_their_keys_and_unknown_names_are_clear(tmp_path):
-    params = {"preset": "facades", "data": {"source": "synthetic", "cache": False}, "train": {"epochs": 1, "seed": 7}}
-    out = presets.apply(params)
-    assert out["data"]["source"] == "facades" and out["data"]["direction"] == "BtoA"
-    assert out["train"]["epochs"] + out["train"]["epochs_decay"] == 200 and out["train"]["batch_size"] == 1
-    assert out["data"]["cache"] is False and out["train"]["seed"] == 7  # not the preset's keys
+def test_a_preset_replaces_the_defaults_but_not_what_the_user_set():
+    cfg = config_from_dict({"preset": "facades", "data": {"cache": False}, "train": {"seed": 7, "epochs": 15}})
+    assert cfg.data.source == "facades" and cfg.data.direction == "BtoA" and cfg.data.crop_size == 256
+    assert cfg.train.epochs + cfg.train.epochs_decay == 200 and cfg.train.batch_size == 1  # 15 is the default: the preset's wins
+    assert cfg.data.cache is False and cfg.train.seed == 7  # not the preset's keys
+    # What `dvc exp run -S preset=facades -S data.source=...` writes: the local copy wins.
+    local = config_from_dict({"preset": "facades", "data": {"source": "/data/facades-copy"}, "model": {"ngf": 16}})
+    assert local.data.source == "/data/facades-copy" and local.model.ngf == 16
+    assert local.data.crop_size == 256 and local.model.ndf == 64 and local.train.epochs == 100  # the rest is the preset's
     with pytest.raises(presets.PresetError, match="unknown preset 'facade'"):
-        presets.apply({"preset": "facade"})
-    for name, preset in presets.PRESETS.items():  # every preset yields a valid pix2pix config
-        from pipeline.params import pix2pix_config
-
-        pix2pix_config(presets.apply({"data": {}, "model": {}, "train": {}}, name))
+        config_from_dict({"preset": "facade"})
+    for name in presets.PRESETS:  # every preset yields a valid pix2pix config
+        config_from_dict({"preset": name}).library()
 
 
 def test_presets_apply_writes_params_yaml_keeping_comments(tmp_path):
@@ -176,21 +178,22 @@ def test_colorization_builder_end_to_end_with_dvc_repro(tmp_path):
     card = json.loads((project / "models/export/model_card.json").read_text())
     assert card["params"]["data"]["input_nc"] == 1
     # The export takes one-channel input, like the grayscale photos it was trained on.
-    from pix2pix.export import OnnxGenerator
+    from pix2pix.loading import OnnxGenerator
     import torch
 
     onnx = OnnxGenerator(project / "models/export/generator.onnx")
     assert onnx(torch.zeros(1, 1, 32, 32)).shape == (1, 3, 32, 32)
 
 
-def test_every_stage_sees_the_preset_through_load_params(tmp_path):
-    from pipeline.params import load_params, pix2pix_config
+def test_every_stage_sees_the_preset_through_load_config(tmp_path):
+    from pipeline.params import load_config
 
     path = write_params(tmp_path / "params.yaml", preset="colorization")
-    params = load_params(path)
-    assert params["data"]["pairs"]["builder"] == "grayscale" and params["data"]["source"] == "synthetic"
-    cfg = pix2pix_config(params)
+    config = load_config(path)
+    assert config.data.pairs.builder == "grayscale" and config.data.source == "synthetic"
+    assert config.data.pairs.size == 32  # set in the file (default 256): the file's value wins
+    cfg = config.library()
     assert (cfg.data.input_nc, cfg.data.direction, cfg.train.batch_size) == (1, "AtoB", 4)
     write_params(path, preset="facade")
     with pytest.raises(ConfigError, match="params.yaml: preset: unknown preset 'facade'"):
-        load_params(path)
+        load_config(path)

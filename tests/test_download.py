@@ -9,6 +9,7 @@ from PIL import Image
 from conftest import RangeServer, write_params
 from pipeline import download
 from pipeline.download import fetch, materialise, safe_extract
+from pipeline.params import SyntheticConfig
 from pipeline.params import StageError
 
 
@@ -37,7 +38,7 @@ def test_url_archive_is_downloaded_extracted_and_flattened(tmp_path, monkeypatch
     served.mkdir()
     _tar(served / "mine.tar.gz", _split_files({"train": 3, "test": 1}))
     with RangeServer(served) as srv:
-        materialise(f"{srv.url}/mine.tar.gz", tmp_path / "raw", {}, "unused", progress=False)
+        materialise(f"{srv.url}/mine.tar.gz", tmp_path / "raw", SyntheticConfig(), "unused", progress=False)
     assert sorted(p.relative_to(tmp_path / "raw").as_posix() for p in (tmp_path / "raw").rglob("*.png")) == [
         "test/1.png", "train/1.png", "train/2.png", "train/3.png"]
 
@@ -61,10 +62,10 @@ def test_official_dataset_by_name_checks_counts(tmp_path, monkeypatch):
     _tar(served / "night2day.tar.gz", _split_files({"train": 2, "val": 1, "test": 1}), top="night2day")
     _tar(served / "maps.tar.gz", _split_files({"train": 2, "val": 1}), top="maps")
     with RangeServer(served) as srv:
-        info = materialise("night2day", tmp_path / "raw", {}, srv.url, progress=False)
+        info = materialise("night2day", tmp_path / "raw", SyntheticConfig(), srv.url, progress=False)
         assert info["counts"] == {"train": 2, "val": 1, "test": 1}
         with pytest.raises(StageError, match=r"maps should have 1096 train images, found 2"):
-            materialise("maps", tmp_path / "raw2", {}, srv.url, progress=False)
+            materialise("maps", tmp_path / "raw2", SyntheticConfig(), srv.url, progress=False)
 
 
 def test_facades_by_name_is_checked_against_the_shipped_sha256_list(tmp_path, monkeypatch):
@@ -74,13 +75,13 @@ def test_facades_by_name_is_checked_against_the_shipped_sha256_list(tmp_path, mo
     # Right counts, wrong bytes: the per-file checksums must catch it.
     _tar(served / "facades.tar.gz", _split_files({"train": 400, "val": 100, "test": 106}, ext="jpg"), top="facades")
     with RangeServer(served) as srv, pytest.raises(StageError, match=r"raw/test/1.jpg: SHA-256 does not match"):
-        materialise("facades", tmp_path / "raw", {}, srv.url, progress=False)
+        materialise("facades", tmp_path / "raw", SyntheticConfig(), srv.url, progress=False)
 
 
 def test_http_errors_are_clear(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with RangeServer(tmp_path) as srv, pytest.raises(StageError, match="HTTP 404"):
-        materialise(f"{srv.url}/missing.zip", tmp_path / "raw", {}, "unused", progress=False)
+        materialise(f"{srv.url}/missing.zip", tmp_path / "raw", SyntheticConfig(), "unused", progress=False)
 
 
 @pytest.mark.parametrize("member", ["../evil.png", "/tmp/evil-abs.png", "a/../../evil.png"])
@@ -121,14 +122,14 @@ def test_local_folder_file_url_and_local_archive(tmp_path, monkeypatch):
     folder = tmp_path / "mydata"
     (folder / "train").mkdir(parents=True)
     (folder / "train" / "x.png").write_bytes(_image_bytes())
-    materialise(str(folder), tmp_path / "raw1", {}, "unused")
+    materialise(str(folder), tmp_path / "raw1", SyntheticConfig(), "unused")
     assert (tmp_path / "raw1" / "train" / "x.png").is_file()
 
     archive = _tar(tmp_path / "mydata.tar.gz", {"train/y.png": _image_bytes()}, top="mydata")
-    materialise(str(archive), tmp_path / "raw2", {}, "unused")
+    materialise(str(archive), tmp_path / "raw2", SyntheticConfig(), "unused")
     assert (tmp_path / "raw2" / "train" / "y.png").is_file()
 
-    materialise(archive.as_uri(), tmp_path / "raw3", {}, "unused", progress=False)
+    materialise(archive.as_uri(), tmp_path / "raw3", SyntheticConfig(), "unused", progress=False)
     assert (tmp_path / "raw3" / "train" / "y.png").is_file()
 
 
@@ -139,13 +140,13 @@ def test_local_folder_with_its_own_sha256sums_is_verified(tmp_path, monkeypatch)
     (folder / "train" / "1.png").write_bytes(_image_bytes())
     (folder / "SHA256SUMS").write_text("0" * 64 + "  ./train/1.png\n")
     with pytest.raises(StageError, match="1.png: SHA-256 does not match"):
-        materialise(str(folder), tmp_path / "raw", {}, "unused")
+        materialise(str(folder), tmp_path / "raw", SyntheticConfig(), "unused")
 
 
 def test_unknown_source_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(StageError, match=r"data.source='facadez'.*not a known dataset"):
-        materialise("facadez", tmp_path / "raw", {}, "unused")
+        materialise("facadez", tmp_path / "raw", SyntheticConfig(), "unused")
 
 
 def test_stage_replaces_raw_only_on_success(tmp_path, monkeypatch):

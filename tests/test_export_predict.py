@@ -6,8 +6,9 @@ from PIL import Image
 from conftest import tiny_config
 from pix2pix.checkpoint import CheckpointError
 from pix2pix.data import PairedDataset
-from pix2pix.export import OnnxGenerator, export_generator, load_torchscript
-from pix2pix.predict import load_runner, pad_to_multiple, predict_paths, translate
+from pix2pix.export import export_generator
+from pix2pix.loading import OnnxGenerator, load_runner, load_torchscript
+from pix2pix.predict import pad_to_multiple, predict_paths, translate
 from pix2pix.train import Trainer
 
 

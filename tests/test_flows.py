@@ -2,10 +2,11 @@
 
 import json
 import subprocess
+import sys
 
 import pytest
 
-from conftest import make_project
+from conftest import copy_workspace, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -23,8 +24,9 @@ def harness(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return make_project(tmp_path_factory.mktemp("flow-project"))
+def project(reproduced, tmp_path_factory):
+    """A reproduced workspace (its export registered version 1 and crowned it), before any retrain."""
+    return copy_workspace(reproduced[0], tmp_path_factory.mktemp("flow-project") / "project")
 
 
 def _champion(project):
@@ -34,10 +36,10 @@ def _champion(project):
     return client, str(client.get_model_version_by_alias("pix2pix-synthetic", "champion").version)
 
 
-def test_first_retrain_trains_registers_and_crowns_the_model(project):
+def test_first_retrain_runs_the_pipeline_and_crowns_the_registered_model(project):
     from pipeline.flows import retrain
 
-    summary = retrain(project=str(project), retries=0)
+    summary = retrain(project=str(project), retries=0)  # dvc repro: up to date after the shared run
     assert summary["decision"] == "promoted" and summary["model"] == {"name": "pix2pix-synthetic", "version": "1"}
     assert summary["run_id"] and set(summary["metrics"]) == {"l1", "psnr", "ssim"}
     assert _champion(project)[1] == "1"
@@ -51,17 +53,22 @@ def test_nothing_new_is_skipped(project):
 
 
 def test_override_run_goes_through_the_gate(project):
+    """An experiment run with overrides registers version 2 as challenger; the gate (asked for
+    an improvement no model can make) keeps version 1 as champion and says why."""
     from pipeline.flows import retrain
 
-    summary = retrain(project=str(project), overrides={"train.epochs_decay": 3}, run_name="longer", retries=0)
-    assert summary["model"]["version"] == "2"
+    summary = retrain(project=str(project), overrides={"train.epochs_decay": 3, "promotion.min_improvement": 1000.0}, run_name="longer", retries=0)
+    assert summary["model"]["version"] == "2" and summary["decision"] == "kept champion"
+    assert "not better by at least 1000.0" in summary["reason"]
     client, champion = _champion(project)
     tags = client.get_model_version("pix2pix-synthetic", "2").tags
-    assert tags["promotion_decision"] in ("promoted", "rejected") and tags["promotion_reason"]
-    assert champion == ("2" if tags["promotion_decision"] == "promoted" else "1")
+    assert tags["promotion_decision"] == "rejected" and tags["promotion_reason"] == summary["reason"]
+    assert champion == "1"
     assert str(client.get_model_version_by_alias("pix2pix-synthetic", "challenger").version) == "2"
-    shown = subprocess.run(["git", "log", "--oneline"], cwd=project, capture_output=True, text=True)
-    assert shown.returncode == 0
+    # The run is a DVC experiment named as asked, with its own (committed) metrics.
+    shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=project, env=tool_env(), capture_output=True, text=True)
+    assert shown.returncode == 0 and '"longer"' in shown.stdout
+    assert json.loads((project / "metrics/train/metrics.json").read_text())["steps"] == 2 * (1 + 3)
 
 
 def test_failed_run_never_moves_an_alias(project):

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import MlflowServer, free_port, tool_env, write_params
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 STAGES = ("download", "split", "train", "evaluate", "export")
 
 
@@ -107,5 +107,11 @@ def test_default_store_is_an_absolute_sqlite_file_in_the_project(tmp_path, monke
     exp_copy.mkdir(parents=True)
     monkeypatch.chdir(exp_copy)
     assert tracking.tracking_uri() == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
-    assert tracking.dataset_name("../shared/datasets/facades/") == "facades"
-    assert tracking.dataset_name("https://x.org/data/My_Maps.tar.gz") == "my-maps"
+    # Given the project folder, the working directory does not matter (Prefect tasks pass it).
+    other = tmp_path / "elsewhere"
+    monkeypatch.chdir(other.parent)
+    assert tracking.tracking_uri(exp_copy) == tracking.tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    from pipeline.params import dataset_name
+
+    assert dataset_name("../shared/datasets/facades/") == "facades"
+    assert dataset_name("https://x.org/data/My_Maps.tar.gz") == "my-maps"

@@ -8,38 +8,37 @@ import time
 import pytest
 import yaml
 
-from conftest import make_project, tool_env
+from conftest import copy_workspace, dvc, tool_env
 
 pytestmark = pytest.mark.slow
 
 
-def _env():
-    return tool_env()
-
-
-def dvc(project, *args, check=True, timeout=600):
-    r = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, env=_env(), capture_output=True, text=True, timeout=timeout)
-    if check:
-        assert r.returncode == 0, f"dvc {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
-    return r
-
-
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return make_project(tmp_path_factory.mktemp("project"))
+def project(reproduced, tmp_path_factory):
+    return copy_workspace(reproduced[0], tmp_path_factory.mktemp("e2e") / "project")
 
 
-def test_repro_runs_every_stage_and_writes_its_outputs(project):
-    r = dvc(project, "repro")
+def _commit(project, message):
+    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
+    subprocess.run(["git", "commit", "-qm", message], cwd=project, check=True)
+
+
+def test_repro_runs_every_stage_and_writes_its_outputs(reproduced, project):
     for stage in ("download", "split", "train", "evaluate", "export"):
-        assert f"Running stage '{stage}'" in r.stdout
+        assert f"Running stage '{stage}'" in reproduced[1]
     assert len(list((project / "data/raw/train").glob("*.png"))) == 8
     manifest = (project / "data/pairs/manifest.csv").read_text().splitlines()
     assert manifest[0].startswith("id,split,a_path,b_path") and len(manifest) == 1 + 13
     assert (project / "models/checkpoints/last.pt").is_file()
-    train = json.loads((project / "metrics/train.json").read_text())
-    assert train["steps"] == 4 and train["epochs"] == 2
-    assert (project / "metrics/train_loss.csv").read_text().startswith("step,G_GAN,G_L1,D_real,D_fake,lr,images_per_sec")
+    train = json.loads((project / "metrics/train/metrics.json").read_text())
+    assert train["steps"] == 4 and train["epochs"] == 2 and train["step"] == 4
+    history = project / "metrics/train/plots/metrics"
+    for name in ("G_GAN", "G_L1", "D_real", "D_fake", "lr", "images_per_sec"):  # LOSS_NAMES and the rest
+        rows = (history / f"{name}.tsv").read_text().splitlines()
+        assert rows[0] == f"step\\t{name}" and [r.split("\\t")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
+        assert isinstance(train[name], float)
+    val = (history / "val_ssim.tsv").read_text().splitlines()
+    assert val[0] == "step\\tval_ssim" and [r.split("\\t")[0] for r in val[1:]] == ["2", "4"]  # after each epoch
     ev = json.loads((project / "metrics/eval.json").read_text())
     assert ev["count"] == 3 and {"l1", "psnr", "ssim", "baseline_l1"} <= set(ev)
     for name in ("eval_per_image.csv", "best.png", "worst.png"):
@@ -55,41 +54,77 @@ def test_second_repro_is_a_no_op(project):
     assert "up to date" in (r.stdout + r.stderr).lower()
 
 
+def test_metrics_and_plots_are_committed_outputs_not_ignored_files(project):
+    ignored = subprocess.run(["git", "check-ignore", "metrics/eval.json", "metrics/train/metrics.json", "reports/best.png",
+                              "metrics/train/plots/metrics/G_L1.tsv"], cwd=project, capture_output=True, text=True)
+    assert ignored.stdout == ""  # none of them is git-ignored: they are committed
+    ignored = subprocess.run(["git", "check-ignore", "data/raw", "models/checkpoints", "mlflow.db"], cwd=project, capture_output=True, text=True)
+    assert ignored.stdout.split() == ["data/raw", "models/checkpoints", "mlflow.db"]
+
+
 def test_metrics_and_params_commands(project):
     r = dvc(project, "metrics", "show", "--json")
     shown = json.loads(r.stdout)
     assert "l1" in json.dumps(shown) and "psnr" in json.dumps(shown)
     plots = json.loads(dvc(project, "plots", "show", "--json").stdout)["data"]
-    assert set(plots) == {"l1_loss", "adversarial_losses", "validation_l1", "validation_psnr_ssim"}
+    quantities = {"G_GAN", "G_L1", "D_real", "D_fake", "lr", "images_per_sec", "epoch", "val_l1", "val_psnr", "val_ssim"}
+    assert {p.rsplit("/", 1)[-1].removesuffix(".tsv") for p in plots} == quantities  # one plot each
     # Offline rendering to PNG (dvc's own HTML needs a CDN).
-    r = subprocess.run([sys.executable, "-m", "pipeline.plots"], cwd=project, env=_env(), capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "pipeline.plots"], cwd=project, env=tool_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     pngs = sorted(p.name for p in (project / "reports/plots").glob("*.png"))
-    assert pngs == ["adversarial_losses.png", "l1_loss.png", "validation_l1.png", "validation_psnr_ssim.png"]
-    assert all((project / "reports/plots" / n).read_bytes()[:4] == b"\x89PNG" for n in pngs)
+    assert pngs == sorted(f"{q}.png" for q in quantities)
+    assert all((project / "reports/plots" / n).read_bytes()[:4] == b"\\x89PNG" for n in pngs)
+
+
+def _exp_metrics(shown: list, name: str) -> dict:
+    """metrics/train/metrics.json of the row called `name` in `dvc exp show --json`."""
+    for row in shown:
+        for exp in row.get("experiments") or []:
+            for rev in exp["revs"]:
+                if rev.get("name") == name:
+                    return rev["data"]["metrics"]["metrics/train/metrics.json"]["data"]
+    raise AssertionError(f"no experiment {name}: {json.dumps(shown)[:500]}")
 
 
 def test_changing_a_train_param_reruns_only_train_evaluate_export(project):
-    subprocess.run(["git", "add", "-A"], cwd=project, check=True)
-    subprocess.run(["git", "commit", "-qm", "lock"], cwd=project, check=True)
+    _commit(project, "the default run, its lock and metrics")
     r = dvc(project, "exp", "run", "-S", "train.epochs_decay=2", "-n", "longer")
     assert "Running stage 'train'" in r.stdout and "Running stage 'evaluate'" in r.stdout and "Running stage 'export'" in r.stdout
     assert "Running stage 'download'" not in r.stdout and "Running stage 'split'" not in r.stdout
-    assert json.loads((project / "metrics/train.json").read_text())["steps"] == 6
-    shown = dvc(project, "exp", "show", "--json")
-    assert "longer" in shown.stdout
-    diff = dvc(project, "params", "diff", "HEAD")
-    assert "train.epochs_decay" in diff.stdout
+    assert json.loads((project / "metrics/train/metrics.json").read_text())["steps"] == 6
+    # DVC's own comparison sees both: the committed baseline and the experiment.
+    shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
+    assert shown[0]["data"]["metrics"]["metrics/train/metrics.json"]["data"]["steps"] == 4  # the workspace row
+    assert _exp_metrics(shown, "longer")["steps"] == 6
+    diff = json.loads(dvc(project, "metrics", "diff", "HEAD", "--json").stdout)
+    assert diff["metrics/train/metrics.json"]["steps"] == {"old": 4, "new": 6, "diff": 2}
+    assert "train.epochs_decay" in dvc(project, "params", "diff", "HEAD").stdout
+
+
+def test_editing_a_preset_or_any_imported_module_reruns_its_stages(project):
+    presets = project / "pipeline/presets.py"
+    presets.write_text(presets.read_text() + "\\n# edited\\n")
+    status = dvc(project, "status", "--json")
+    changed = json.loads(status.stdout)
+    assert set(changed) == {"download", "split", "train", "evaluate", "export"}
+    assert all({"changed deps": {"pipeline/presets.py": "modified"}} in changed[s] for s in changed)
+    presets.write_text(presets.read_text().removesuffix("\\n# edited\\n"))
+    networks = project / "pix2pix/networks.py"
+    networks.write_text(networks.read_text() + "\\n# edited\\n")
+    assert set(json.loads(dvc(project, "status", "--json").stdout)) == {"train", "evaluate", "export"}
+    networks.write_text(networks.read_text().removesuffix("\\n# edited\\n"))
+    assert json.loads(dvc(project, "status", "--json").stdout) == {}
 
 
 def test_a_killed_training_resumes_on_the_next_repro(project):
     import psutil
 
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["train"].update(epochs=200, epochs_decay=0, checkpoint_every=2)
+    params["train"].update(epochs=25, epochs_decay=0, checkpoint_every=2)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     started = time.time()
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=project, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=project, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ckpt = project / "models/checkpoints/last.pt"
     deadline = time.time() + 300
     killed = None
@@ -97,19 +132,22 @@ def test_a_killed_training_resumes_on_the_next_repro(project):
         # DVC runs the stage through a shell: kill the shell and the python under it.
         train = [p for p in psutil.Process(proc.pid).children(recursive=True) if "pipeline.train" in " ".join(p.cmdline())]
         if train and ckpt.is_file() and ckpt.stat().st_mtime > started:  # a checkpoint of this run
-            time.sleep(1.0)  # let a few more steps and checkpoints happen
             for p in train:
                 p.kill()  # SIGKILL: no chance to save anything more
             psutil.wait_procs(train, timeout=10)
             killed = True
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     proc.communicate(timeout=120)
     assert killed and proc.returncode != 0
     from pix2pix.checkpoint import load_checkpoint
 
     saved_step = load_checkpoint(ckpt)["step"]
-    assert saved_step > 0
+    assert 0 < saved_step < 50
     r = dvc(project, "repro", "train")
     assert f"resuming at step {saved_step}" in r.stdout
-    assert json.loads((project / "metrics/train.json").read_text())["resumed_from_step"] == saved_step
+    summary = json.loads((project / "metrics/train/metrics.json").read_text())
+    assert summary["resumed_from_step"] == saved_step and summary["steps"] == 50
+    # The history holds every step once: what was logged after the checkpoint was dropped.
+    steps = [int(line.split("\\t")[0]) for line in (project / "metrics/train/plots/metrics/G_L1.tsv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, 51))

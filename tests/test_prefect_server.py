@@ -9,9 +9,9 @@ import urllib.request
 
 import pytest
 
-from conftest import free_port, make_project, tool_env
+from conftest import copy_workspace, free_port, tool_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 
 def _wait(predicate, timeout, what):
@@ -34,8 +34,8 @@ def _stop(proc, timeout=60):
             proc.wait()
 
 
-def test_scheduled_deployment_runs_to_completion(tmp_path):
-    project = make_project(tmp_path / "project")
+def test_scheduled_deployment_runs_to_completion(tmp_path, reproduced):
+    project = copy_workspace(reproduced[0], tmp_path / "project")
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = tool_env(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=api)

@@ -6,13 +6,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from conftest import MlflowServer, run_cli, tool_env, write_params
 from pix2pix.checkpoint import CheckpointError, load_checkpoint
 
-pytestmark = pytest.mark.slow
 
 TRAIN_ARGS = ("--epochs", 400, "--epochs-decay", 0, "--crop-size", 32, "--load-size", 36, "--ngf", 8, "--ndf", 8,
               "--batch-size", 2, "--direction", "BtoA", "--checkpoint-every", 1, "--log-every", 1, "--sample-every", 100000)
@@ -23,33 +23,55 @@ def _train_proc(data, out, *extra):
                             env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def _kill_during_a_checkpoint_write(proc, out: Path, timeout: float = 120) -> bool:
+    """SIGKILL the moment a checkpoint temp file appears; True when the process died with the
+    file still there, i.e. in the middle of writing it."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if any(out.glob(".last.pt.*.tmp")):
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return any(out.glob(".last.pt.*.tmp"))
+    proc.kill()
+    proc.wait()
+    return False
+
+
+@pytest.mark.slow
 def test_kill_9_at_ten_points_never_loses_or_corrupts_a_checkpoint(tmp_path, synthetic_root):
-    """SIGKILL at 10 random moments (checkpoints are written every step, so several kills
-    land mid-write); every time last.pt loads, the step never goes back, and the optimizer
-    state matches the step. A final run finishes the schedule from where the last one died."""
+    """SIGKILL ten times: five aimed at the middle of a checkpoint write (checked: the temp file
+    is left behind), five at random moments. Every time last.pt loads, the step never goes
+    back, and the optimizer state matches the step. A final run cleans up the temp files and
+    finishes the schedule from where the last one died."""
     out = tmp_path / "run"
     ckpt = out / "last.pt"
     rng = random.Random(0)
-    last_step = 0
+    last_step, mid_write = 0, 0
     for point in range(10):
         started = time.time()
         proc = _train_proc(synthetic_root, out)
         while not (ckpt.is_file() and ckpt.stat().st_mtime > started) and proc.poll() is None:
             time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.8))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        if point % 2 == 0:
+            mid_write += _kill_during_a_checkpoint_write(proc, out)
+        else:
+            time.sleep(rng.uniform(0.0, 0.8))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
         state = load_checkpoint(ckpt)  # never half-written
         assert state["step"] >= last_step, (point, state["step"], last_step)
         assert state["opt_G"]["state"][0]["step"] == state["step"] == state["opt_D"]["state"][0]["step"]
         assert state["epoch"] * 3 + state["batches_done"] == state["step"]  # 6 pairs / batch 2 = 3 steps per epoch
         last_step = state["step"]
+    assert mid_write >= 3, f"only {mid_write} of 5 kills landed during a checkpoint write"
     assert last_step > 10
     r = run_cli("train", "--data", synthetic_root, "--out", out, *TRAIN_ARGS, "--max-steps", last_step + 5)
     assert r.returncode == 0, r.stderr
     assert load_checkpoint(ckpt)["step"] == last_step + 5
+    assert not list(out.glob(".*.tmp"))  # the interrupted writes' leftovers are gone
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_and_sigint_write_a_final_checkpoint_and_exit_cleanly(tmp_path, synthetic_root, sig):
     out = tmp_path / "run"
@@ -97,21 +119,35 @@ def test_disk_full_during_export_keeps_the_previous_export(tmp_path, synthetic_r
         ("train", {"batch_size": "four"}, "train.batch_size"),
         ("train", {"epochz": 3}, "train.epochz: unknown key"),
         ("train", {"channels_last": "sometimes"}, "train.channels_last"),
+        ("evaluate", {"grid_images": 0}, "evaluate.grid_images"),
+        ("promotion", {"metrc": "l1"}, "promotion.metrc: unknown key"),
     ],
 )
-def test_malformed_params_give_one_line_naming_the_key(tmp_path, section, values, expected):
+@pytest.mark.parametrize("stage", ["download", "train", "export"])
+def test_malformed_params_give_one_line_naming_the_key(tmp_path, monkeypatch, capsys, stage, section, values, expected):
+    """Every stage refuses bad params before doing anything, in one line (in-process: the same
+    code path as `python -m pipeline.STAGE`, see test_invalid_yaml for a real process)."""
+    import importlib
+
+    from pipeline.params import run_stage
+
     write_params(tmp_path / "params.yaml", **{section: values})
-    r = subprocess.run([sys.executable, "-m", "pipeline.train"], cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1
-    assert expected in r.stderr and r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        run_stage(importlib.import_module(f"pipeline.{stage}").main)
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and expected in err and err.strip().count("\n") == 0
+    assert not (tmp_path / "data").exists() and not (tmp_path / "models").exists()  # nothing was written
 
 
+@pytest.mark.slow
 def test_invalid_yaml_is_a_clear_error(tmp_path):
     (tmp_path / "params.yaml").write_text("data:\n  source: [unclosed\n")
     r = subprocess.run([sys.executable, "-m", "pipeline.download"], cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "params.yaml: not valid YAML" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_only_bad_images_fail_the_split_stage_with_a_summary(tmp_path):
     write_params(tmp_path / "params.yaml")
     raw = tmp_path / "data/raw"
@@ -122,12 +158,14 @@ def test_only_bad_images_fail_the_split_stage_with_a_summary(tmp_path):
     assert r.returncode == 1 and "no usable image pairs (2 rejected" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.server
 def test_tracking_server_dying_mid_run_does_not_stop_training(tmp_path):
     server = MlflowServer(tmp_path / "server").wait_ready()
     try:
         project = tmp_path / "project"
         project.mkdir()
-        write_params(project / "params.yaml", train={"epochs": 150, "epochs_decay": 0})
+        write_params(project / "params.yaml", train={"epochs": 60, "epochs_decay": 0})
         env = tool_env(MLFLOW_TRACKING_URI=server.uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="3")
         for stage in ("download", "split"):
             subprocess.run([sys.executable, "-m", f"pipeline.{stage}"], cwd=project, env=env, check=True, capture_output=True)
@@ -141,5 +179,5 @@ def test_tracking_server_dying_mid_run_does_not_stop_training(tmp_path):
     out, err = train.communicate(timeout=600)
     assert train.returncode == 0, err
     assert "warning: MLflow" in err and "results stay on disk" in err
-    assert load_checkpoint(project / "models/checkpoints/last.pt")["step"] == 300
-    assert (project / "metrics/train.json").is_file()
+    assert load_checkpoint(project / "models/checkpoints/last.pt")["step"] == 120
+    assert (project / "metrics/train/metrics.json").is_file()

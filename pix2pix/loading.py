@@ -1,0 +1,105 @@
+"""Load a trained generator from any of its files: a training checkpoint, an exported
+`generator.pt`, TorchScript (`.ts`) or ONNX (`.onnx`).
+
+A leaf module: `export` writes these files and `predict` runs them; both import from here,
+neither imports the other.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .checkpoint import load_checkpoint
+from .config import Config
+from .errors import ExportError
+from .networks import UNetGenerator, build_generator
+
+CONFIG_KEY = "pix2pix_config"  # the training config inside TorchScript extra files / ONNX metadata
+
+
+class GeneratorRunner:
+    """A callable N x C x H x W tensor in [-1, 1] -> same, plus what it needs to know:
+    input/output channels and the size multiple."""
+
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], input_nc: int, output_nc: int, multiple: int, config: dict):
+        self.fn, self.input_nc, self.output_nc, self.multiple, self.config = fn, input_nc, output_nc, multiple, config
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def generator_from_state(state: dict) -> tuple[UNetGenerator, Config]:
+    """Rebuild the generator (eval mode) from a loaded checkpoint dict."""
+    cfg = Config.from_dict(state["config"])
+    g = build_generator(cfg.model, cfg.data.input_nc, cfg.data.output_nc, cfg.data.crop_size)
+    g.load_state_dict(state["generator"])
+    return g.eval(), cfg
+
+
+def generator_from_checkpoint(path: Path | str, device: str | torch.device = "cpu") -> tuple[UNetGenerator, Config]:
+    """Rebuild the generator from a training checkpoint or an exported `generator.pt`."""
+    g, cfg = generator_from_state(load_checkpoint(path, map_location=device))
+    return g.to(device), cfg
+
+
+def load_torchscript(path: Path | str, device: str | torch.device = "cpu"):
+    """(module, training config dict, size multiple) of an exported TorchScript file."""
+    extra = {CONFIG_KEY: "", "multiple": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+    if not extra[CONFIG_KEY]:
+        raise ExportError(f"{path}: not a pix2pix TorchScript export (no {CONFIG_KEY}); export it with `pix2pix export`")
+    return module.eval(), json.loads(extra[CONFIG_KEY]), int(extra["multiple"])
+
+
+class OnnxGenerator:
+    """Runs an exported generator with onnxruntime on torch tensors."""
+
+    def __init__(self, path: Path | str, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ExportError("running .onnx files needs onnxruntime: pip install 'pix2pix-pipeline[onnx]'") from None
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if CONFIG_KEY not in meta:
+            raise ExportError(f"{path}: not a pix2pix ONNX export (no {CONFIG_KEY} metadata); export it with `pix2pix export`")
+        self.config = json.loads(meta[CONFIG_KEY])
+        self.multiple = int(meta["multiple"])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {"input": x.detach().cpu().float().numpy()})[0]
+        return torch.from_numpy(out)
+
+
+def _enable_dropout(g: torch.nn.Module) -> None:
+    for m in g.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.train()
+
+
+def load_runner(path: Path | str, device: str | torch.device = "cpu", keep_dropout: bool = False) -> GeneratorRunner:
+    """Pick the loader by file type: .onnx (onnxruntime), .ts/.torchscript, else a checkpoint."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        ort_g = OnnxGenerator(path)
+        c = ort_g.config
+        return GeneratorRunner(ort_g, c["data"]["input_nc"], c["data"]["output_nc"], ort_g.multiple, c)
+    if suffix in (".ts", ".torchscript"):
+        module, config, multiple = load_torchscript(path, device)
+        return GeneratorRunner(lambda x: module(x.to(device)).cpu(), config["data"]["input_nc"], config["data"]["output_nc"], multiple, config)
+    g, cfg = generator_from_checkpoint(path, device)
+    if keep_dropout:
+        _enable_dropout(g)  # the paper's test-time noise: dropout stays on
+    return GeneratorRunner(lambda x: g(x.to(device)).float().cpu(), cfg.data.input_nc, cfg.data.output_nc, g.multiple, cfg.to_dict())

@@ -1,0 +1,155 @@
+"""The pix2pix model and its update: generator, discriminator, optimisers, one training step.
+
+One iteration = one discriminator update on (input, real) vs (input, G(input)), then one
+generator update on the GAN loss (fooling D) plus lambda * L1 to the target. Both networks
+use Adam and a schedule that keeps the learning rate for `epochs` and decays it linearly to
+zero over `epochs_decay` more. The loop around it (data, checkpoints, callbacks) is
+`pix2pix.train.Trainer`.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import Config
+from .distributed import DistContext
+from .losses import GANLoss, discriminator_loss, l1_loss
+from .networks import build_discriminator, build_generator
+from .performance import use_channels_last
+
+# What one training step reports, in this order: the keys of `train_step`'s result, of the
+# loss metrics sent to callbacks (MLflow, DVC metrics and plots) and of metrics/train.json.
+LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
+
+
+def linear_decay(epochs: int, epochs_decay: int):
+    """LR multiplier for epoch e: 1 for the first `epochs`, then linear towards 0."""
+
+    def factor(epoch: int) -> float:
+        return 1.0 - max(0, epoch + 1 - epochs) / float(epochs_decay + 1)
+
+    return factor
+
+
+class Pix2Pix(nn.Module):
+    """Generator `G`, discriminator `D` (its only submodules), their optimisers and
+    schedulers, and one training step."""
+
+    def __init__(self, cfg: Config, device: torch.device):
+        super().__init__()
+        self.cfg = cfg
+        self.device = device
+        d, m, t = cfg.data, cfg.model, cfg.train
+        self.channels_last = use_channels_last(t.channels_last, device)
+        memory_format = torch.channels_last if self.channels_last else torch.preserve_format
+        self.G = build_generator(m, d.input_nc, d.output_nc, d.crop_size).to(device, memory_format=memory_format)
+        self.D = build_discriminator(m, d.input_nc, d.output_nc).to(device, memory_format=memory_format)
+        # What train_step calls: G and D themselves, or DDP/torch.compile wrappers of them
+        # (see `accelerate`). A plain dict, so the wrappers are not registered as submodules
+        # and state_dict() holds each weight once, under G. and D.
+        self.runners: dict[str, nn.Module] = {"G": self.G, "D": self.D, "D_frozen": self.D}
+        self.gan_loss = GANLoss(t.gan_mode)
+        # Fused Adam: one pass over each parameter tensor instead of ~10 (measured 5x faster
+        # on CPU for the 57M parameters, ~0.15 s of every 256x256 step).
+        fused = device.type in ("cpu", "cuda")
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), fused=fused)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), fused=fused)
+        decay = linear_decay(t.epochs, t.epochs_decay)
+        self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, decay)
+        self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, decay)
+        # Mixed precision only on CUDA: bf16 where supported (no scaler needed), else fp16.
+        self.amp_dtype = None
+        if t.amp and device.type == "cuda":
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    def accelerate(self, ctx: DistContext) -> None:
+        """Wrap for multi-process (DDP) and/or compiled execution; call after loading state."""
+        t = self.cfg.train
+        run = self.runners
+        if ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            if t.sync_batchnorm and self.device.type == "cuda" and self.cfg.model.norm == "batch":
+                # Same Parameter objects, so the optimisers stay valid.
+                self.G = nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
+                self.D = nn.SyncBatchNorm.convert_sync_batchnorm(self.D)
+                run["D_frozen"] = self.D
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            run["G"] = DDP(self.G, device_ids=ids)
+            run["D"] = DDP(self.D, device_ids=ids)
+        if t.compile:
+            run["G"] = torch.compile(run["G"])
+            run["D"] = torch.compile(run["D"])
+            run["D_frozen"] = torch.compile(self.D) if ctx.enabled else run["D"]
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One D update then one G update; returns the detached losses named in LOSS_NAMES."""
+        run = self.runners
+        if self.channels_last:
+            real_a = real_a.contiguous(memory_format=torch.channels_last)
+            real_b = real_b.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            fake_b = run["G"](real_a)
+
+        # Discriminator: real pairs towards 1, generated pairs towards 0.
+        self.D.requires_grad_(True)
+        self.opt_D.zero_grad(set_to_none=True)
+        with self.autocast():
+            pred_fake = run["D"](torch.cat([real_a, fake_b.detach()], 1))
+            pred_real = run["D"](torch.cat([real_a, real_b], 1))
+            loss_d, loss_d_real, loss_d_fake = discriminator_loss(self.gan_loss, pred_real, pred_fake)
+        self.scaler.scale(loss_d).backward()
+        self.scaler.step(self.opt_D)
+
+        # Generator: fool D, and stay close to the target in L1. D's weights get no gradient
+        # (so under DDP this pass bypasses D's wrapper: it has nothing to all-reduce).
+        self.D.requires_grad_(False)
+        self.opt_G.zero_grad(set_to_none=True)
+        with self.autocast():
+            pred_fake = run["D_frozen"](torch.cat([real_a, fake_b], 1))
+            loss_g_gan = self.gan_loss(pred_fake, True, for_discriminator=False)
+            loss_g_l1 = l1_loss(fake_b, real_b, self.cfg.train.lambda_l1)
+        self.scaler.scale(loss_g_gan + loss_g_l1).backward()
+        self.scaler.step(self.opt_G)
+        self.scaler.update()
+        losses = (loss_g_gan, loss_g_l1, loss_d_real, loss_d_fake)
+        return {name: loss.detach() for name, loss in zip(LOSS_NAMES, losses)}
+
+    def schedulers_step(self) -> None:
+        self.sched_G.step()
+        self.sched_D.step()
+
+    @property
+    def lr(self) -> float:
+        return self.opt_G.param_groups[0]["lr"]
+
+    def training_state(self) -> dict[str, Any]:
+        return {
+            "generator": self.G.state_dict(),
+            "discriminator": self.D.state_dict(),
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            "sched_G": self.sched_G.state_dict(),
+            "sched_D": self.sched_D.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.G.load_state_dict(state["generator"])
+        self.D.load_state_dict(state["discriminator"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.sched_G.load_state_dict(state["sched_G"])
+        self.sched_D.load_state_dict(state["sched_D"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])

@@ -1,0 +1,77 @@
+"""One strict, typed configuration: params.yaml, the library's sections and the CLI's flags."""
+
+from dataclasses import dataclass
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from pipeline.params import PipelineConfig, config_from_dict, load_config
+from pix2pix.cli import _config_from_args, build_parser, main
+from pix2pix.config import ConfigError, build_section, option
+
+
+def test_the_shipped_params_yaml_spells_out_exactly_the_defaults():
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert build_section(PipelineConfig, shipped, "").to_dict() == PipelineConfig().to_dict()
+    assert load_config(ROOT / "params.yaml") == PipelineConfig()
+
+
+@pytest.mark.parametrize(
+    "params,expected",
+    [
+        ({"trian": {}}, "trian: unknown key"),
+        ({"data": {"synthetic": {"sise": 3}}}, "data.synthetic.sise: unknown key"),
+        ({"evaluate": {"grid": 3}}, "evaluate.grid: unknown key"),
+        ({"export": {"formats": ["onnx", "tflite"]}}, "export.formats"),
+        ({"promotion": {"metric": "fid"}}, "promotion.metric: got 'fid'; choose one of l1, psnr, ssim"),
+        ({"train": {"epochs": 2.5}}, "train.epochs: got 2.5; expected a value of type int"),
+        ({"data": {"flip": "maybe"}}, "data.flip: got 'maybe'"),
+        ({"data": {"split": {"val": 0.6, "test": 0.5}}}, "data.split"),
+    ],
+)
+def test_a_bad_key_or_value_anywhere_is_one_line_naming_it(params, expected):
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(params)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def test_types_come_from_the_annotations_not_their_spelling():
+    @dataclass
+    class Section:
+        limit: int | None = option(None, "an optional count")
+        names: list[str] = option(["a"], "a list")
+
+    assert build_section(Section, {"limit": "7", "names": "x, y"}, "s") == Section(7, ["x", "y"])
+    assert build_section(Section, {"limit": None}, "s").limit is None
+    with pytest.raises(ConfigError, match=r"s\.limit: got 'seven'; expected int or null"):
+        build_section(Section, {"limit": "seven"}, "s")
+    with pytest.raises(ConfigError, match=r"s\.names"):
+        build_section(Section, {"names": 3}, "s")
+
+
+def _args(*argv):
+    return build_parser().parse_args(["train", "--data", "d", "--out", "o", *argv])
+
+
+def test_cli_flags_have_help_choices_and_negatable_booleans(capsys):
+    cfg = _config_from_args(_args("--no-flip", "--direction", "BtoA", "--epochs", "3"))
+    assert cfg.data.flip is False and cfg.data.direction == "BtoA" and cfg.train.epochs == 3
+    with pytest.raises(SystemExit):
+        _args("--gan-mode", "wgan")
+    assert "invalid choice: 'wgan'" in capsys.readouterr().err
+    text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    assert "--flip, --no-flip" in text and "random horizontal flip" in text and "{vanilla,lsgan,hinge}" in text
+
+
+def test_cli_config_file_is_strict_and_reads_the_pipelines_params_yaml(tmp_path, capsys):
+    cfg = _config_from_args(_args("--config", str(ROOT / "params.yaml"), "--crop-size", "32", "--load-size", "36"))
+    assert (cfg.data.crop_size, cfg.model.ngf, cfg.train.batch_size) == (32, 32, 4)  # the file, then the flags
+    bad = tmp_path / "cfg.yaml"
+    bad.write_text("train:\n  epochz: 3\n")
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: train.epochz: unknown key" in err and err.count("\n") == 1
+    bad.write_text("preset: facades\n")
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--config", str(bad)]) == 2
+    assert "pipeline.presets apply facades" in capsys.readouterr().err
