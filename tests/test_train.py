@@ -215,3 +215,23 @@ def test_speed_switches_train_the_same_model(tmp_path, synthetic_root):
         assert state["generator"].keys() == plain_state["generator"].keys()
         for k, v in plain_state["generator"].items():
             assert torch.allclose(state["generator"][k].float(), v.float(), atol=1e-3), (name, k)
+
+
+def test_accelerate_wrappers_are_not_submodules(monkeypatch):
+    """torch.compile/DDP wrappers are what the step calls, never part of the module tree:
+    state_dict() holds each weight once, under G. and D."""
+    from pix2pix.distributed import DistContext
+    from pix2pix.model import Pix2Pix
+
+    class Wrapper(torch.nn.Module):  # stands in for torch.compile's OptimizedModule (seconds to import)
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    monkeypatch.setattr(torch, "compile", Wrapper)
+    model = Pix2Pix(tiny_config(compile=True), torch.device("cpu"))
+    before = list(model.state_dict())
+    model.accelerate(DistContext())
+    assert model.runners["G"] is not model.G  # the compiled wrapper is in use
+    assert list(model.state_dict()) == before and {k.split(".")[0] for k in before} == {"G", "D"}
+    assert {name for name, _ in model.named_children()} <= {"G", "D", "gan_loss"}
