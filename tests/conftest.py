@@ -243,11 +243,23 @@ def reproduced(tmp_path_factory) -> tuple[Path, str]:
 
 
 def copy_workspace(src: Path, dest: Path) -> Path:
-    """A copy of a reproduced workspace (git, DVC cache and state, outputs, MLflow store).
-
-    The copy's MLflow registry still points at the original's artifact files for the versions
-    made there (absolute paths): fine while the session lasts."""
+    """An independent copy of a reproduced workspace: git, DVC cache and state, outputs, and
+    the MLflow store, whose absolute paths (artifact locations, the shared run's tracking URI)
+    are moved to the copy, so nothing the copy logs or registers reaches the original."""
     import shutil
+    import sqlite3
 
     shutil.copytree(src, dest, symlinks=True)
+    old, new = str(src.resolve()), str(dest.resolve())
+    run_file = dest / "models/checkpoints/mlflow_run.json"
+    if run_file.is_file():
+        run_file.write_text(run_file.read_text().replace(old, new))
+    if (dest / "mlflow.db").is_file():
+        with sqlite3.connect(dest / "mlflow.db") as db:
+            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            for table in tables:
+                for column in db.execute(f'PRAGMA table_info("{table}")').fetchall():
+                    if column[2].upper().startswith(("TEXT", "VARCHAR")):
+                        db.execute(f'UPDATE "{table}" SET "{column[1]}" = replace("{column[1]}", ?, ?) WHERE "{column[1]}" LIKE ?',
+                                   (old, new, f"%{old}%"))
     return dest
