@@ -155,6 +155,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
+    if args.grid:  # the first N pairs: inputs, outputs and targets in three rows
+        from torchvision.utils import save_image
+
+        from .data import collate
+        from .grid import comparison_grid
+
+        args.grid.parent.mkdir(parents=True, exist_ok=True)
+        count = min(args.grid_images, len(data))
+        save_image(comparison_grid(runner, collate([data[i] for i in range(count)])), args.grid)
     print(text)
     return 0
 
@@ -191,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="folder of A|B images or with A/ B/ subfolders")
     p.add_argument("--out", type=Path, help="write the mean metrics as JSON here")
     p.add_argument("--per-image", type=Path, help="write one CSV row per image here")
+    p.add_argument("--grid", type=Path, help="write a PNG of the first pairs: inputs, outputs and targets in three rows")
+    p.add_argument("--grid-images", type=int, default=6, help="pairs in --grid (default: 6)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_evaluate)
     return parser

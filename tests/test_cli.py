@@ -44,8 +44,9 @@ def test_train_predict_export_evaluate(tmp_path, synthetic_root):
         assert Image.open(out / "facade label.png").size == (50, 37)
 
     r = run_cli("evaluate", "--model", run / "export/generator.ts", "--data", synthetic_root / "test",
-                "--out", tmp_path / "m.json", "--per-image", tmp_path / "m.csv")
+                "--out", tmp_path / "m.json", "--per-image", tmp_path / "m.csv", "--grid", tmp_path / "grid.png", "--grid-images", 2)
     assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "grid.png").size == (2 * 32 + 3 * 2, 3 * 32 + 4 * 2)  # 2 pairs x (input, output, target), 2 px gaps
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["count"] == 3 and 0 < metrics["l1"] < 1 and metrics["psnr"] > 0
     assert len((tmp_path / "m.csv").read_text().splitlines()) == 4
