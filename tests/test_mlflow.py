@@ -115,3 +115,31 @@ def test_default_store_is_an_absolute_sqlite_file_in_the_project(tmp_path, monke
 
     assert dataset_name("../shared/datasets/facades/") == "facades"
     assert dataset_name("https://x.org/data/My_Maps.tar.gz") == "my-maps"
+
+
+def test_model_page_api_works_against_the_tracking_server(server, tracked_project, monkeypatch):
+    """The page's API (pipeline.app) over a tracking server instead of the sqlite default."""
+    import io
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from pipeline.app import create_app
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    client = TestClient(create_app(tracked_project, max_megapixels=1))
+    models = client.get("/api/models").json()
+    assert [m["name"] for m in models] == ["pix2pix-synthetic"] and models[0]["aliases"]["champion"] == "1"
+    info = client.get("/api/version", params={"model": "pix2pix-synthetic", "ref": "champion"}).json()
+    assert info["version"] == "1" and "l1" in info["metrics"] and len(info["data_fingerprint"]) == 64
+    buffer = io.BytesIO()
+    Image.new("RGBA", (40, 30), (200, 10, 10, 128)).save(buffer, "PNG")
+    r = client.post("/api/translate", params={"model": "pix2pix-synthetic", "refs": "champion,challenger"}, content=buffer.getvalue())
+    assert r.status_code == 200 and set(r.json()["outputs"]) == {"champion", "challenger"} and r.json()["size"] == [40, 30]
+    test_id = client.get("/api/test-images").json()[0]
+    r = client.post("/api/translate", params={"model": "pix2pix-synthetic", "test_id": test_id})
+    assert r.status_code == 200 and r.json()["target"].startswith("data:image/png;base64,")
+    r = client.post("/api/translate", params={"model": "pix2pix-synthetic"}, content=b"")
+    assert r.status_code == 400 and "empty (0 bytes)" in r.json()["error"]
+    r = client.get("/api/version", params={"model": "pix2pix-synthetic", "ref": "staging"})
+    assert r.status_code == 400 and "no version or alias 'staging'" in r.json()["error"]

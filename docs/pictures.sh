@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Makes the README's pictures from real training runs: each in a fresh clone of this repo,
+# with the README's own commands, on the real facades beside the repo (../shared/datasets).
+# Usage: bash docs/pictures.sh [facades|edges|all]   (prints each run's wall time and metrics)
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+facades="$(cd "$here/../shared/datasets/facades" && pwd)"
+work="${P2P_PICTURES_WORK:-/tmp/p2p-pictures}"
+export PATH="$here/.venv/bin:$PATH" DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true
+what="${1:-all}"
+
+fresh_clone() {
+  rm -rf "$work/$1" && git clone -q "$here" "$work/$1" && cd "$work/$1"
+}
+
+grid() {  # the first test pairs: inputs, outputs, targets in three rows
+  pix2pix evaluate --model models/export/generator.onnx --data "$1" --grid "$here/docs/images/$2" --grid-images 4 \
+    --out "$work/$2.json" > /dev/null
+  echo "$2: $(cat "$work/$2.json" | tr -d '\n ')"
+}
+
+if [[ "$what" == facades || "$what" == all ]]; then
+  # (a) labels -> photo on the real CMP facades, 128x128, 12 epochs.
+  fresh_clone facades
+  start=$(date +%s)
+  dvc exp run -n facades128 -S data.source="$facades" -S data.crop_size=128 -S data.load_size=143 \
+    -S train.epochs=6 -S train.epochs_decay=6 > "$work/facades.log" 2>&1
+  echo "facades: dvc exp run took $(( $(date +%s) - start )) s; test metrics: $(tr -d '\n ' < metrics/eval.json)"
+  grid data/raw/test facades_labels2photo.png
+fi
+
+if [[ "$what" == edges || "$what" == all ]]; then
+  # (b) a pair builder on real photos: Canny edges -> photo, from the facade photos alone.
+  fresh_clone edges
+  python - "$facades" "$work/facade-photos" <<'PY'
+import sys
+from pathlib import Path
+from PIL import Image
+src, out = Path(sys.argv[1]), Path(sys.argv[2])
+for split in ("train", "val", "test"):
+    (out / split).mkdir(parents=True, exist_ok=True)
+    for f in sorted((src / split).glob("*.jpg")):
+        img = Image.open(f)
+        img.crop((0, 0, img.width // 2, img.height)).save(out / split / f.name, quality=95)  # the photo half
+PY
+  start=$(date +%s)
+  dvc exp run -n edges128 -S data.pairs.builder=edges -S data.direction=AtoB -S data.source="$work/facade-photos" -S data.pairs.size=128 \
+    -S data.crop_size=128 -S data.load_size=143 -S train.epochs=6 -S train.epochs_decay=6 > "$work/edges.log" 2>&1
+  echo "edges: dvc exp run took $(( $(date +%s) - start )) s; test metrics: $(tr -d '\n ' < metrics/eval.json)"
+  grid data/raw/test edges2photo.png
+fi
