@@ -14,17 +14,17 @@ fresh_clone() {
 }
 
 grid() {  # the first test pairs: inputs, outputs, targets in three rows
-  pix2pix evaluate --model models/export/generator.onnx --data "$1" --grid "$here/docs/images/$2" --grid-images 4 \
+  pix2pix evaluate --model models/export/generator.onnx --data "$1" --grid "$here/docs/images/$2" --grid-images 3 \
     --out "$work/$2.json" > /dev/null
   echo "$2: $(cat "$work/$2.json" | tr -d '\n ')"
 }
 
 if [[ "$what" == facades || "$what" == all ]]; then
-  # (a) labels -> photo on the real CMP facades, 128x128, 12 epochs.
+  # (a) labels -> photo on the real CMP facades, 128x128, 30 epochs.
   fresh_clone facades
   start=$(date +%s)
   dvc exp run -n facades128 -S data.source="$facades" -S data.crop_size=128 -S data.load_size=143 \
-    -S train.epochs=6 -S train.epochs_decay=6 > "$work/facades.log" 2>&1
+    -S train.epochs=15 -S train.epochs_decay=15 > "$work/facades.log" 2>&1
   echo "facades: dvc exp run took $(( $(date +%s) - start )) s; test metrics: $(tr -d '\n ' < metrics/eval.json)"
   grid data/raw/test facades_labels2photo.png
 fi

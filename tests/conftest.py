@@ -254,6 +254,7 @@ def copy_workspace(src: Path, dest: Path) -> Path:
     run_file = dest / "models/checkpoints/mlflow_run.json"
     if run_file.is_file():
         run_file.write_text(run_file.read_text().replace(old, new))
+        dvc(dest, "commit", "--force", "--quiet")  # the train output changed: record it, or repro would rerun
     if (dest / "mlflow.db").is_file():
         with sqlite3.connect(dest / "mlflow.db") as db:
             tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]

@@ -88,8 +88,10 @@ def test_upload_translates_like_pix2pix_predict_of_the_same_version(site, page, 
     w, h = label.size
     upload = tmp_path / "labels.png"
     label.crop((w // 2, 0, w, h)).resize((45, 37)).save(upload)
+    page.select_option("#ref", "challenger")
+    page.wait_for_function("document.getElementById('info').textContent.includes('version 2 (@challenger)')")
     page.select_option("#ref", "champion")
-    page.wait_for_selector("#info b")
+    page.wait_for_function("document.getElementById('info').textContent.includes('version 1 (@champion)')")
     assert "version 1" in page.inner_text("#info") and "l1" in page.inner_text("#info") and "data fingerprint" in page.inner_text("#info")
     assert _upload(page, upload, "output-champion") == ""
     shown = _pixels(page, "#output-champion")
@@ -97,9 +99,9 @@ def test_upload_translates_like_pix2pix_predict_of_the_same_version(site, page, 
     # The same version's ONNX file through the library's CLI gives the same pixels.
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    onnx = Path(mlflow.artifacts.download_artifacts("models:/pix2pix-synthetic/1", dst_path=str(tmp_path / "v1")))
-    onnx = next(onnx.rglob("generator.onnx"))
+    uri = f"sqlite:///{project / 'mlflow.db'}"  # a client of its own: nothing global is set
+    location = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_download_uri("pix2pix-synthetic", "1")
+    onnx = next(Path(location.removeprefix("file://")).rglob("generator.onnx"))
     r = run_cli("predict", "--model", onnx, "--input", upload, "--output", tmp_path / "cli.png")
     assert r.returncode == 0, r.stderr
     assert np.array_equal(shown, np.asarray(Image.open(tmp_path / "cli.png")))

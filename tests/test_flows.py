@@ -16,6 +16,7 @@ def harness(tmp_path_factory):
     import os
 
     os.environ.setdefault("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # an earlier in-process test may have exported one
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     from prefect.testing.utilities import prefect_test_harness
 
