@@ -104,15 +104,11 @@ class Registry:
 
     def describe(self, name: str, ref: str) -> dict:
         v = self.version(name, ref)
-        aliases = [a for a, n in self._aliases(name).items() if n == str(v.version)]
+        aliases = list(v.aliases or [])
         tags = dict(v.tags or {})
         metrics = {k.removeprefix("test_"): float(val) for k, val in tags.items() if k.startswith("test_")}
         return {"name": name, "version": str(v.version), "aliases": aliases, "metrics": metrics,
                 "data_fingerprint": tags.get("data_fingerprint"), "tags": tags, "run_id": v.run_id}
-
-    def _aliases(self, name: str) -> dict[str, str]:
-        rm = self.client.get_registered_model(name)
-        return {alias: str(version) for alias, version in (rm.aliases or {}).items()}
 
     def model(self, name: str, version: str):
         key = (name, version)
@@ -132,9 +128,8 @@ class TestSplit:
         if manifest.is_file():
             table = read_manifest(manifest)
             rows = table[table["split"] == held_out_split(table)]
-            b_paths = rows["b_path"] if "b_path" in rows else [None] * len(rows)
-            for pair_id, a, b in zip(rows["id"], rows["a_path"], b_paths):
-                self.items[str(pair_id)] = (root / PAIRS / a, root / PAIRS / b if isinstance(b, str) and b else None)
+            for pair_id, a, b in zip(rows["id"], rows["a_path"], rows["b_path"]):
+                self.items[str(pair_id)] = (root / PAIRS / a, root / PAIRS / b)
         try:
             self.direction = load_config(root / params_path()).data.direction
         except Pix2PixError:
