@@ -28,11 +28,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
 
-from pix2pix.data import open_halves, to_channels
+from pix2pix.images import Pair, open_halves, to_channels
 from pix2pix.errors import Pix2PixError
 
-from .manifest import held_out_split, read_manifest
-from .params import MANIFEST, PAIRS, load_config, params_path
+from .manifest import held_out_split, read_manifest, to_pairs
+from .params import MANIFEST, RAW, load_config, params_path
 from .registry import CHALLENGER, CHAMPION
 from .tracking import connect, project_root, tracking_uri
 
@@ -123,13 +123,13 @@ class TestSplit:
 
     def __init__(self, root: Path):
         self.root = root
-        self.items: dict[str, tuple[Path, Path | None]] = {}
+        self.items: dict[str, Pair] = {}
         manifest = root / MANIFEST
         if manifest.is_file():
             table = read_manifest(manifest)
             rows = table[table["split"] == held_out_split(table)]
-            for pair_id, a, b in zip(rows["id"], rows["a_path"], rows["b_path"]):
-                self.items[str(pair_id)] = (root / PAIRS / a, root / PAIRS / b)
+            for pair_id, pair in zip(rows["id"], to_pairs(rows, root / RAW)):
+                self.items[str(pair_id)] = pair
         try:
             self.direction = load_config(root / params_path()).data.direction
         except Pix2PixError:
@@ -138,9 +138,7 @@ class TestSplit:
     def pair(self, pair_id: str) -> tuple[Image.Image, Image.Image]:
         if pair_id not in self.items:
             raise UploadError(f"no test image {pair_id!r} in {self.root / MANIFEST}; pick one from the list")
-        from pix2pix.data import Pair
-
-        a, b = (to_channels(im, 3) for im in open_halves(Pair(*self.items[pair_id])))
+        a, b = (to_channels(im, 3) for im in open_halves(self.items[pair_id]))
         return (a, b) if self.direction == "AtoB" else (b, a)
 
 

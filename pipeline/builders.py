@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from pix2pix.data import is_image_file, open_image
+from pix2pix.images import is_image_file, open_image
 from pix2pix.errors import ImageError
 
 from .params import PairsConfig

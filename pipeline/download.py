@@ -27,7 +27,7 @@ import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from pix2pix.data import is_image_file
+from pix2pix.images import is_image_file
 
 from . import synthetic
 from .builders import build_pairs

@@ -134,7 +134,7 @@ def run_pipeline(root: str, overrides: dict[str, Any], run_name: str | None) -> 
 def promotion_gate(root: str) -> dict:
     """Gate the version this run registered (read from the export stage's model card)."""
     from .manifest import read_manifest
-    from .params import load_config
+    from .params import MANIFEST, RAW, load_config
     from .promotion import frozen_test_pairs, promote
     from .tracking import connect
 
@@ -145,7 +145,7 @@ def promotion_gate(root: str) -> dict:
         return {"promoted": False, "reason": "no model version was registered (MLflow unavailable during export); nothing to promote"}
     gate = load_config(rootp / "params.yaml").promotion
     direction = card["params"]["data"]["direction"]
-    pairs = frozen_test_pairs(read_manifest(rootp / "data/pairs/manifest.csv"), direction, rootp / "data/pairs")
+    pairs = frozen_test_pairs(read_manifest(rootp / MANIFEST), direction, rootp / RAW)
     import mlflow
 
     saved_uri = os.environ.get("MLFLOW_TRACKING_URI")

@@ -1,8 +1,10 @@
 """The split stage's product, data/pairs/manifest.csv, as the later stages read it.
 
-One row per usable pair: id, split (train/val/test), its image files, size, source file(s)
-in data/raw and their SHA-256. Shared by train, evaluate, export and the promotion gate, so
-"which pairs are the test set" is decided in one place.
+One row per candidate pair: id, split (train/val/test), layout (`combined`: one A|B file, A on
+the left; `separate`: files in A/ and B/), its file(s) relative to data/raw, the size of one
+half, their SHA-256 and status (`ok`, or `rejected` with the reason in rejected.csv). The
+images are read straight from data/raw. Shared by train, evaluate, export, the promotion gate
+and the model page, so "which pairs are the test set" is decided in one place.
 """
 
 from __future__ import annotations
@@ -11,23 +13,36 @@ from pathlib import Path
 
 import pandas as pd
 
-from pix2pix.data import Pair
+from pix2pix.images import Pair
 
 from .hashing import sha256
-from .params import MANIFEST, PAIRS, StageError
+from .params import MANIFEST, RAW, StageError
 
-COLUMNS = ["id", "split", "a_path", "b_path", "width", "height", "source", "sha256"]
+COLUMNS = ["id", "split", "layout", "a_path", "b_path", "width", "height", "sha256", "status"]
 
 
 def read_manifest(path: Path = MANIFEST) -> pd.DataFrame:
+    """The usable pairs (status ok) of a manifest."""
     if not path.is_file():
         raise StageError(f"{path}: missing; run the split stage first (dvc repro split)")
-    return pd.read_csv(path, dtype={"id": str})
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "status" not in table.columns:
+        raise StageError(f"{path}: written by an older version (no status column); run the split stage again (dvc repro split)")
+    table = table[table["status"] == "ok"].copy()
+    table[["width", "height"]] = table[["width", "height"]].astype(int)
+    return table
 
 
-def split_pairs(manifest: pd.DataFrame, split: str, root: Path = PAIRS) -> list[Pair]:
-    rows = manifest[manifest["split"] == split]
-    return [Pair(root / a, root / b) for a, b in zip(rows["a_path"], rows["b_path"])]
+def to_pairs(rows: pd.DataFrame, root: Path = RAW) -> list[Pair]:
+    """The manifest rows as Pairs whose files are under `root` (the project's data/raw)."""
+    return [
+        Pair(root / a, root / b if b else None, size=(int(w), int(h)))
+        for a, b, w, h in zip(rows["a_path"], rows["b_path"], rows["width"], rows["height"])
+    ]
+
+
+def split_pairs(manifest: pd.DataFrame, split: str, root: Path = RAW) -> list[Pair]:
+    return to_pairs(manifest[manifest["split"] == split], root)
 
 
 def held_out_split(manifest: pd.DataFrame) -> str:

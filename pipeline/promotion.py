@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pix2pix.images import open_halves
 from pix2pix.metrics import per_image_metrics
 
-from .manifest import held_out_split
-from .params import PAIRS
+from .manifest import held_out_split, split_pairs
+from .params import RAW
 from .registry import CHAMPION, CHALLENGER
 
 HIGHER_IS_BETTER = {"l1": False, "psnr": True, "ssim": True}
@@ -40,22 +41,27 @@ class Decision:
         return asdict(self)
 
 
-def frozen_test_pairs(manifest, direction: str, root: Path = PAIRS) -> list[tuple[Path, Path]]:
-    """(input, target) files of the frozen test split (val when there is no test split)."""
-    rows = manifest[manifest["split"] == held_out_split(manifest)]
-    pairs = [(root / a, root / b) for a, b in zip(rows["a_path"], rows["b_path"])]
-    return pairs if direction == "AtoB" else [(b, a) for a, b in pairs]
+def frozen_test_pairs(manifest, direction: str, root: Path = RAW) -> list[tuple[Image.Image, Image.Image]]:
+    """(input, target) images of the frozen test split (val when there is no test split),
+    read from the raw files the manifest names (`root` is the project's data/raw)."""
+    halves = [open_halves(p) for p in split_pairs(manifest, held_out_split(manifest), root)]
+    return halves if direction == "AtoB" else [(b, a) for a, b in halves]
 
 
-def score_model(mlflow, model_uri: str, pairs: list[tuple[Path, Path]], metric: str) -> float:
-    """Mean metric of a registered pyfunc on the given (input, target) image files."""
+def _image(x: Image.Image | Path) -> Image.Image:
+    return x if isinstance(x, Image.Image) else Image.open(x)
+
+
+def score_model(mlflow, model_uri: str, pairs: list[tuple[Image.Image | Path, Image.Image | Path]], metric: str) -> float:
+    """Mean metric of a registered pyfunc on the given (input, target) images or image files."""
     model = mlflow.pyfunc.load_model(model_uri)
     values = []
     for src, dst in pairs:
-        target = np.asarray(Image.open(dst).convert("RGB"))
-        out = np.asarray(model.predict(np.asarray(Image.open(src).convert("RGB"))[None])[0])
+        src, dst = _image(src), _image(dst)
+        target = np.asarray(dst.convert("RGB"))
+        out = np.asarray(model.predict(np.asarray(src.convert("RGB"))[None])[0])
         if out.shape[-1] == 1:
-            target = np.asarray(Image.open(dst).convert("L"))[..., None]
+            target = np.asarray(dst.convert("L"))[..., None]
         to_t = lambda a: torch.tensor(a).permute(2, 0, 1)[None].float() / 255  # noqa: E731
         values.append(float(per_image_metrics(to_t(out), to_t(target))[metric][0]))
     if not values:

@@ -1,21 +1,30 @@
-"""Stage 2: validate every pair in data/raw/ and write data/pairs/{A,B}/ + manifest.csv.
+"""Stage 2: validate every pair in data/raw/ and write data/pairs/manifest.csv (+ rejected.csv).
 
-Layouts understood (inside data/raw/ or each of its train/val/test folders):
-side-by-side A|B images, or A/ and B/ folders with matching file names.
+No image is copied: the manifest names each pair's file(s) in data/raw, and the library's
+dataset reads the halves straight from there. Layouts understood (inside data/raw/ or each of
+its train/val/test folders): side-by-side A|B images (`combined`: A is the left half), or A/
+and B/ folders with matching file names (`separate`).
 A dataset with its own train/val/test folders keeps them; otherwise pairs are assigned to
 splits by `data.split` ratios with a fixed seed. Files that cannot be used are listed in
-rejected.csv with a reason; the stage fails only when no usable pair remains.
+rejected.csv with a reason (and in the manifest with status `rejected`); the stage fails only
+when no usable pair remains.
+
+Validation runs on every core and reads only what it must: the header (format, size,
+decompression-bomb limit) and the file's last bytes; a JPEG without its end-of-image marker or
+a PNG without IEND (a truncated download) is decoded in full to find out whether it is usable.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from pix2pix.data import Pair, list_images, match_by_name, open_halves, to_channels
+from pix2pix.images import list_images, match_by_name, open_image
 from pix2pix.errors import ImageError
 
 from .hashing import sha256
@@ -24,6 +33,9 @@ from .params import PAIRS, RAW, SplitConfig, StageError, load_config, run_stage
 
 SPLITS = ("train", "val", "test")
 MIN_SIDE = 16  # pixels per half; smaller images carry no usable structure
+# The bytes a complete file ends with; without them the file is decoded to see if it is whole.
+END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82"}
+EXIF_ORIENTATION = 0x0112
 
 
 def candidates(folder: Path, rejected: list[dict]) -> list[tuple[str, Path, Path | None]]:
@@ -45,19 +57,64 @@ def candidates(folder: Path, rejected: list[dict]) -> list[tuple[str, Path, Path
     return out
 
 
-def load_halves(a: Path, b: Path | None):
-    """(A, B) as RGB images, or raise ImageError with the reason."""
-    a_img, b_img = (to_channels(im, 3) for im in open_halves(Pair(a, b)))
-    for side, im in (("A", a_img), ("B", b_img)):
-        if min(im.size) < MIN_SIDE:
-            raise ImageError(f"{side} is too small ({im.size[0]}x{im.size[1]}, need at least {MIN_SIDE}x{MIN_SIDE})")
-    return a_img, b_img
+def upright_size(path: Path) -> tuple[int, int]:
+    """(width, height) as the image will be used (EXIF rotation applied), from its header;
+    a file that does not end as a complete one of its format is decoded in full."""
+    img = open_image(path, decode=False)
+    with img:
+        w, h = img.size
+        marker = END_MARKERS.get(img.format or "")
+        if marker is None or not _ends_with(path, marker):
+            open_image(path)  # raises ImageError for a truncated or corrupt file
+        if img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # rotated by 90 degrees
+            w, h = h, w
+    return w, h
 
 
-def _reason(e: ImageError, path: Path) -> str:
-    """The error text without the leading path (the CSV has its own path column)."""
-    text = str(e)
-    return text[len(str(path)) + 2 :] if text.startswith(f"{path}: ") else text
+def _ends_with(path: Path, marker: bytes) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - len(marker) - 2))
+        tail = f.read()
+    return tail.rstrip(b"\x00\r\n").endswith(marker)
+
+
+def half_size(a: Path, b: Path | None) -> tuple[int, int]:
+    """(width, height) of one half of a pair, or raise ImageError with the reason."""
+    if b is None:
+        w, h = upright_size(a)
+        if w != 2 * h:
+            raise ImageError(f"{a}: a combined A|B image must be twice as wide as it is high, got {w}x{h}; "
+                             "fix the image or use separate A/ and B/ folders")
+        sizes = {"A": (w // 2, h), "B": (w // 2, h)}
+    else:
+        sizes = {"A": upright_size(a), "B": upright_size(b)}
+    for side, (w, h) in sizes.items():
+        if min(w, h) < MIN_SIDE:
+            raise ImageError(f"{a if side == 'A' or b is None else b}: {side} is too small ({w}x{h}, need at least {MIN_SIDE}x{MIN_SIDE})")
+    return sizes["A"]
+
+
+def inspect(job: tuple[Path, Path | None, Path]) -> dict:
+    """One pair's manifest fields (status ok), or its rejection (status rejected + path, reason)."""
+    a, b, raw = job
+    try:
+        w, h = half_size(a, b)
+    except ImageError as e:
+        text = str(e)
+        bad = b if b is not None and text.startswith(f"{b}: ") else a
+        reason = text[len(str(bad)) + 2 :] if text.startswith(f"{bad}: ") else text
+        return {"status": "rejected", "path": str(bad), "reason": reason}
+    return {
+        "status": "ok",
+        "layout": "combined" if b is None else "separate",
+        "a_path": a.relative_to(raw).as_posix(),
+        "b_path": "" if b is None else b.relative_to(raw).as_posix(),
+        "width": w,
+        "height": h,
+        "sha256": sha256(a) if b is None else sha256(a) + ":" + sha256(b),
+    }
 
 
 def assign_splits(names: list[str], ratios: SplitConfig) -> list[str]:
@@ -74,7 +131,17 @@ def assign_splits(names: list[str], ratios: SplitConfig) -> list[str]:
     return split
 
 
-def build(raw: Path, out: Path, ratios: SplitConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+def inspect_all(jobs: list[tuple[Path, Path | None, Path]]) -> list[dict]:
+    """`inspect` over every pair, on every core the process may use."""
+    workers = min(len(os.sched_getaffinity(0)), max(1, len(jobs) // 64))
+    if workers <= 1:
+        return [inspect(job) for job in jobs]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(inspect, jobs, chunksize=max(1, min(256, len(jobs) // (workers * 8)))))
+
+
+def build(raw: Path, ratios: SplitConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(manifest with one row per candidate pair, rejected files with reasons)."""
     rejected: list[dict] = []
     own_splits = [s for s in SPLITS if (raw / s).is_dir()]
     groups = [(s, raw / s) for s in own_splits] if own_splits else [(None, raw)]
@@ -85,35 +152,16 @@ def build(raw: Path, out: Path, ratios: SplitConfig) -> tuple[pd.DataFrame, pd.D
     if not own_splits:
         splits = assign_splits([name for _, name, _, _ in found], ratios)
         found = [(s, name, a, b) for s, (_, name, a, b) in zip(splits, found)]
-    (out / "A").mkdir(parents=True)
-    (out / "B").mkdir(parents=True)
     rows = []
-    for split, name, a, b in found:
-        try:
-            a_img, b_img = load_halves(a, b)
-        except ImageError as e:
-            bad = b if b is not None and str(e).startswith(f"{b}: ") else a
-            rejected.append({"path": str(bad), "reason": _reason(e, bad)})
-            continue
-        pair_id = f"{split}-{name}" if own_splits else name
-        a_path, b_path = Path("A") / f"{pair_id}.png", Path("B") / f"{pair_id}.png"
-        a_img.save(out / a_path, compress_level=1)
-        b_img.save(out / b_path, compress_level=1)
-        rows.append(
-            {
-                "id": pair_id,
-                "split": split,
-                "a_path": a_path.as_posix(),
-                "b_path": b_path.as_posix(),
-                "width": a_img.size[0],
-                "height": a_img.size[1],
-                "source": a.relative_to(raw).as_posix(),
-                "sha256": sha256(a) if b is None else sha256(a) + ":" + sha256(b),
-            }
-        )
+    for (split, name, a, b), result in zip(found, inspect_all([(a, b, raw) for _, _, a, b in found])):
+        if result["status"] == "rejected":
+            rejected.append({"path": result.pop("path"), "reason": result.pop("reason")})
+            result.update(layout="combined" if b is None else "separate", a_path=a.relative_to(raw).as_posix(),
+                          b_path="" if b is None else b.relative_to(raw).as_posix())
+        rows.append({"id": f"{split}-{name}" if own_splits else name, "split": split, **result})
     manifest = pd.DataFrame(rows, columns=COLUMNS)
-    rejects = pd.DataFrame(rejected, columns=["path", "reason"])
-    return manifest, rejects
+    manifest[["width", "height"]] = manifest[["width", "height"]].astype("Int64")
+    return manifest, pd.DataFrame(rejected, columns=["path", "reason"])
 
 
 def main() -> None:
@@ -122,12 +170,14 @@ def main() -> None:
         raise StageError(f"{RAW}: missing; run the download stage first (dvc repro download)")
     staging = PAIRS.with_name(PAIRS.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     try:
-        manifest, rejects = build(RAW, staging, ratios)
+        manifest, rejects = build(RAW, ratios)
         rejects.to_csv(staging / "rejected.csv", index=False)
-        if manifest.empty:
+        usable = manifest[manifest["status"] == "ok"]
+        if usable.empty:
             raise StageError(f"{RAW}: no usable image pairs ({len(rejects)} rejected, reasons in {staging / 'rejected.csv'}); fix the data or data.source")
-        if not (manifest["split"] == "train").any():
+        if not (usable["split"] == "train").any():
             raise StageError(f"{RAW}: no training pairs after validation; add data to the train split or lower data.split ratios")
         manifest.to_csv(staging / "manifest.csv", index=False)
     except BaseException:
@@ -138,10 +188,10 @@ def main() -> None:
         raise
     shutil.rmtree(PAIRS, ignore_errors=True)
     staging.rename(PAIRS)
-    counts = manifest["split"].value_counts().reindex(list(SPLITS), fill_value=0)
+    counts = usable["split"].value_counts().reindex(list(SPLITS), fill_value=0)
     summary = ", ".join(f"{s} {counts[s]}" for s in SPLITS)
     note = f"; {len(rejects)} rejected (reasons in {PAIRS / 'rejected.csv'})" if len(rejects) else ""
-    print(f"split: {len(manifest)} pairs ({summary}){note}")
+    print(f"split: {len(usable)} pairs ({summary}) in {RAW}{note}")
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ def main() -> None:
     print(
         f"train: {len(train)} pairs, {trainer.total_epochs} epochs x {trainer.steps_per_epoch} steps on {trainer.device}"
         + (f" x {ctx.world_size} processes" if ctx.enabled else "")
+        + (f", {trainer.num_workers} DataLoader worker(s) decoding" if trainer.num_workers else ", decoded images cached in memory")
         + (f", resuming at step {start_step}" if start_step else "")
     )
     tags = {"data_fingerprint": fingerprint["data"], "torch": torch.__version__, "preset": config.preset, **git_info(project_root())}

@@ -127,7 +127,10 @@ class TrainConfig:
     retain_memory: bool = option(True, "CPU: glibc keeps freed memory (no page faults every step)")
     flush_denormal: bool = option(True, "CPU: denormal floats count as zero (x86 is slow on them)")
     sync_batchnorm: bool = option(True, "under torchrun on CUDA: BatchNorm statistics over all ranks")
-    num_workers: int = option(0, "DataLoader workers; 0 keeps the CPU for compute")
+    num_workers: int | str = option(
+        "auto", "DataLoader workers; auto = 0 while the decoded training set fits in memory (data.cache), "
+        "else half the cores (at most 8); workers decode every item and keep no cache"
+    )
     log_every: int = option(10, "steps between loss reports to callbacks")
     sample_every: int = option(100, "steps between sample grids")
     checkpoint_every: int = option(0, "steps between checkpoints; 0 = once per epoch only")
@@ -138,8 +141,12 @@ class TrainConfig:
         if isinstance(self.channels_last, bool):  # TrainConfig(channels_last=True) in code
             self.channels_last = "true" if self.channels_last else "false"
         check_choices(self, s)
+        _check(self.num_workers == "auto" or isinstance(self.num_workers, int), f"{s}.num_workers",
+               f"got {self.num_workers!r}; use auto or an integer >= 0")
         for name in ("epochs", "epochs_decay", "num_workers", "checkpoint_every", "keep_checkpoints"):
             v = getattr(self, name)
+            if name == "num_workers" and v == "auto":
+                continue
             _check(v >= 0, f"{s}.{name}", f"got {v!r}; use an integer >= 0")
         _check(self.epochs + self.epochs_decay > 0, f"{s}.epochs", "epochs + epochs_decay must be at least 1")
         for name in ("batch_size", "log_every", "sample_every"):

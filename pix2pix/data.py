@@ -3,88 +3,36 @@
 Every random choice (crop offset, flip) comes from a generator seeded per (run seed, epoch,
 index), so an epoch's augmentations are the same whether it runs straight through or resumes
 from a checkpoint half-way, and whatever the number of DataLoader workers.
+
+Decoding goes through torchvision.io (libjpeg-turbo / libpng: 0.75 ms against Pillow's 1.08 ms
+for a 512x256 JPEG, pixel-identical; TorchCodec, its announced successor, took 0.92 ms) for
+the common 8-bit RGB/L JPEG and PNG files, and through Pillow for
+everything else (alpha, 16-bit, palette, CMYK, EXIF rotation, other formats). Resizing is
+Pillow's antialiased bicubic on uint8, as the reference pix2pix does (2.4x faster than
+torchvision's bicubic on uint8 tensors).
 """
 
 from __future__ import annotations
 
+import os
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset, Sampler
-from torchvision.transforms import InterpolationMode
+from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as TF
 
 from .config import DataConfig
 from .errors import ImageError
+from .images import (  # noqa: F401 - also the names callers know from here
+    IMAGE_EXTENSIONS, Pair, is_image_file, list_images, match_by_name, open_halves, open_image, to_channels,
+)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # Decoded images kept in memory per dataset (uint8); beyond this, images are re-read each time.
 CACHE_LIMIT_BYTES = 2 * 1024**3
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One training example: a combined A|B image (b is None) or two separate files."""
-
-    a: Path
-    b: Path | None = None
-
-    @property
-    def name(self) -> str:
-        return self.a.stem
-
-
-def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
-
-
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in Path(folder).iterdir() if is_image_file(p))
-
-
-def open_image(path: Path) -> Image.Image:
-    """Open and fully decode an image, turning every Pillow failure into a one-line ImageError."""
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            # Pillow only warns between 1x and 2x MAX_IMAGE_PIXELS; refuse those too.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
-            img.load()
-    except FileNotFoundError:
-        raise ImageError(f"{path}: file not found; check the path") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"{path}: image is too large to decode safely ({e}); downscale it or remove it") from None
-    except UnidentifiedImageError:
-        raise ImageError(f"{path}: not a readable image (unknown or corrupt format); re-export it as PNG/JPEG or remove it") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"{path}: cannot decode image ({e}); re-export it as PNG/JPEG or remove it") from None
-    return img
-
-
-def to_channels(img: Image.Image, channels: int) -> Image.Image:
-    """Upright 8-bit RGB (channels=3) or L (channels=1) from any Pillow mode.
-
-    EXIF orientation is applied; transparency is composited over white; 16/32-bit and float
-    grayscale are rescaled to 8 bits; CMYK, palette and YCbCr go through Pillow's conversions.
-    """
-    img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max(initial=0.0)), 255.0)
-        arr = np.clip(arr, 0.0, top) * (255.0 / top)
-        img = Image.fromarray(np.round(arr).astype(np.uint8), mode="L")
-    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info)
-    if has_alpha:
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
-    return img.convert("L" if channels == 1 else "RGB")
 
 
 def pil_to_uint8(img: Image.Image) -> torch.Tensor:
@@ -92,35 +40,73 @@ def pil_to_uint8(img: Image.Image) -> torch.Tensor:
     return TF.pil_to_tensor(img)
 
 
-def open_halves(pair: Pair) -> tuple[Image.Image, Image.Image]:
-    """The (A, B) images of a pair, upright; a combined A|B image is cut at half its width."""
-    if pair.b is not None:
-        return open_image(pair.a), open_image(pair.b)
-    img = ImageOps.exif_transpose(open_image(pair.a))
-    w, h = img.size
-    if w != 2 * h:
-        raise ImageError(
-            f"{pair.a}: a combined A|B image must be twice as wide as it is high, got {w}x{h}; "
-            "fix the image or use separate A/ and B/ folders"
-        )
-    return img.crop((0, 0, w // 2, h)), img.crop((w // 2, 0, w, h))
+# Where torchvision.io decodes exactly what Pillow + to_channels would give: plain 8-bit files.
+_FAST_FORMATS = {"JPEG": {"RGB", "L"}, "PNG": {"RGB", "L"}}
+_EXIF_ORIENTATION = 0x0112
+
+
+def decode_uint8(path: Path, channels: int) -> torch.Tensor:
+    """A whole image file as upright uint8 C x H x W with `channels` channels (1 or 3)."""
+    header = open_image(path, decode=False)
+    fast = header.mode in _FAST_FORMATS.get(header.format or "", ()) and (channels == 3 or header.mode == "L")
+    if fast and header.format == "JPEG":
+        fast = header.getexif().get(_EXIF_ORIENTATION, 1) == 1
+    elif fast:  # PNG: 8 bits per sample only (Pillow reads 16-bit RGB as "RGB" too)
+        fast = len(header.tile) == 1 and header.tile[0].args in ("RGB", "L")
+    header.close()
+    if fast:
+        try:
+            with warnings.catch_warnings():  # deprecated since torchvision 0.29, still the fastest
+                warnings.simplefilter("ignore", DeprecationWarning)
+                img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY)
+            if img.dtype == torch.uint8:
+                return img
+        except RuntimeError:  # corrupt data: Pillow says what is wrong, in our words
+            pass
+    return pil_to_uint8(to_channels(open_image(path), channels))
 
 
 def read_pair(pair: Pair, input_nc: int, output_nc: int, direction: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Decode one pair into (input, target) uint8 tensors, honouring the direction."""
     a_nc, b_nc = (input_nc, output_nc) if direction == "AtoB" else (output_nc, input_nc)
-    a_img, b_img = open_halves(pair)
-    a = pil_to_uint8(to_channels(a_img, a_nc))
-    b = pil_to_uint8(to_channels(b_img, b_nc))
+    if pair.b is not None:
+        a, b = decode_uint8(pair.a, a_nc), decode_uint8(pair.b, b_nc)
+    elif a_nc == b_nc:
+        both = decode_uint8(pair.a, a_nc)
+        a, b = _cut(both, pair.a)
+    else:  # different channel counts per half: decode once in colour, convert each half
+        a_img, b_img = open_halves(pair)
+        a, b = pil_to_uint8(to_channels(a_img, a_nc)), pil_to_uint8(to_channels(b_img, b_nc))
     return (a, b) if direction == "AtoB" else (b, a)
 
 
-def match_by_name(a_dir: Path, b_dir: Path) -> tuple[list[Pair], list[Path]]:
-    """Same-stem files of A/ and B/ as pairs (sorted), and the files that have no partner."""
-    a_files = {p.stem: p for p in list_images(a_dir)}
-    b_files = {p.stem: p for p in list_images(b_dir)}
-    lonely = [a_files.get(stem) or b_files[stem] for stem in sorted(a_files.keys() ^ b_files.keys())]
-    return [Pair(a_files[s], b_files[s]) for s in sorted(a_files.keys() & b_files.keys())], lonely
+def _cut(both: torch.Tensor, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The A (left) and B (right) halves of a combined image, as their own compact tensors."""
+    h, w = both.shape[-2:]
+    if w != 2 * h:
+        raise ImageError(
+            f"{path}: a combined A|B image must be twice as wide as it is high, got {w}x{h}; "
+            "fix the image or use separate A/ and B/ folders"
+        )
+    return both[..., : w // 2].contiguous(), both[..., w // 2 :].contiguous()
+
+
+def resize_uint8(img: torch.Tensor, size: tuple[int, int] | list[int]) -> torch.Tensor:
+    """uint8 C x H x W resized to (height, width) with Pillow's antialiased bicubic."""
+    h, w = size
+    if tuple(img.shape[-2:]) == (h, w):
+        return img
+    pil = TF.to_pil_image(img)
+    return TF.pil_to_tensor(pil.resize((w, h), Image.Resampling.BICUBIC))
+
+
+def half_size(pair: Pair) -> tuple[int, int]:
+    """(width, height) of one half, from the manifest when known, else from the file header."""
+    if pair.size is not None:
+        return pair.size
+    with open_image(pair.a, decode=False) as img:
+        w, h = img.size
+    return (w, h) if pair.b is not None else (w // 2, h)
 
 
 def discover_pairs(root: Path) -> list[Pair]:
@@ -165,11 +151,21 @@ class PairedDataset(Dataset):
             raise ImageError("empty dataset: no pairs given")
         self.cfg = cfg
         self.train = train
+        self.cache_enabled = cfg.cache  # the trainer turns it off when workers decode instead
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._cached_bytes = 0
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def decoded_bytes(self) -> int:
+        """Memory the whole dataset takes decoded (uint8), from sizes known or read from headers."""
+        channels = self.cfg.input_nc + self.cfg.output_nc
+        return sum(w * h * channels for w, h in map(half_size, self.pairs))
+
+    def fits_in_cache(self) -> bool:
+        """Whether every decoded pair can stay in memory (then epochs after the first decode nothing)."""
+        return self.cfg.cache and self.decoded_bytes() <= CACHE_LIMIT_BYTES
 
     def decoded(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(input, target) as uint8 C x H x W, decoded once and cached while memory allows."""
@@ -177,7 +173,7 @@ class PairedDataset(Dataset):
             return self._cache[index]
         a, b = read_pair(self.pairs[index], self.cfg.input_nc, self.cfg.output_nc, self.cfg.direction)
         size = a.numel() + b.numel()
-        if self.cfg.cache and self._cached_bytes + size <= CACHE_LIMIT_BYTES:
+        if self.cache_enabled and self._cached_bytes + size <= CACHE_LIMIT_BYTES:
             self._cache[index] = (a, b)
             self._cached_bytes += size
         return a, b
@@ -192,9 +188,7 @@ class PairedDataset(Dataset):
         return {"input": to_unit_range(a), "target": to_unit_range(b), "name": self.pairs[index].name}
 
     def _resize(self, img: torch.Tensor, size: int) -> torch.Tensor:
-        if img.shape[-2:] == (size, size):
-            return img
-        return TF.resize(img, [size, size], interpolation=InterpolationMode.BICUBIC, antialias=True)
+        return resize_uint8(img, (size, size))
 
     def _random_view(self, a, b, gen: torch.Generator, pair: Pair):
         cfg = self.cfg
@@ -203,7 +197,7 @@ class PairedDataset(Dataset):
         elif cfg.preprocess == "resize":
             a, b = self._resize(a, cfg.crop_size), self._resize(b, cfg.crop_size)
         elif cfg.preprocess == "crop" and a.shape[-2:] != b.shape[-2:]:
-            b = TF.resize(b, list(a.shape[-2:]), interpolation=InterpolationMode.BICUBIC, antialias=True)
+            b = resize_uint8(b, a.shape[-2:])
         if cfg.preprocess in ("resize_and_crop", "crop"):
             h, w = a.shape[-2:]
             if h < cfg.crop_size or w < cfg.crop_size:
@@ -223,6 +217,17 @@ class PairedDataset(Dataset):
         if cfg.preprocess == "crop":
             return TF.center_crop(a, cfg.crop_size), TF.center_crop(b, cfg.crop_size)
         return self._resize(a, cfg.crop_size), self._resize(b, cfg.crop_size)
+
+
+def loader_workers(setting: int | str, dataset: PairedDataset) -> int:
+    """DataLoader workers for `train.num_workers`: a number as given; `auto` = none while the
+    decoded dataset fits in the in-memory cache (after the first epoch nothing is decoded),
+    else half the cores, at most 8, so decoding overlaps compute with bounded memory."""
+    if setting != "auto":
+        return int(setting)
+    if dataset.fits_in_cache():
+        return 0
+    return max(1, min(8, len(os.sched_getaffinity(0)) // 2))
 
 
 def to_unit_range(img: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from . import distributed
 from .callbacks import Callback, CallbackList
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config
-from .data import EpochSampler, PairedDataset, collate, iter_batches
+from .data import EpochSampler, PairedDataset, collate, iter_batches, loader_workers
 from .errors import CheckpointError, TrainingDiverged
 from .grid import comparison_grid
 from .metrics import evaluate
@@ -80,6 +80,13 @@ class _StopRequest:
         return False
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C / SIGTERM to the main process, which finishes its step,
+    saves a checkpoint and then stops them; a worker dying first would abort that save."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class Trainer:
     """The training loop: data order, checkpoints with exact resume, validation, callbacks.
 
@@ -117,14 +124,17 @@ class Trainer:
         torch.manual_seed(t.seed)  # network init (identical on every rank) and dropout
         self.model = Pix2Pix(cfg, self.device)
         self.sampler = EpochSampler(len(train_data), seed=t.seed, rank=self.dist.rank, num_replicas=self.dist.world_size)
+        self.num_workers = loader_workers(t.num_workers, train_data)
+        if self.num_workers:  # each worker would grow its own cache: decode every item instead
+            train_data.cache_enabled = False
         self.loader = DataLoader(
             train_data,
             batch_size=t.batch_size,
             sampler=self.sampler,
-            num_workers=t.num_workers,
+            num_workers=self.num_workers,
             collate_fn=collate,
             pin_memory=self.device.type == "cuda" and t.pin_memory,
-            persistent_workers=t.num_workers > 0,
+            worker_init_fn=_ignore_stop_signals,
             # Its own generator: otherwise each new iterator draws from the global RNG, and a
             # resumed run (new iterator mid-epoch) would drift from a straight one.
             generator=torch.Generator().manual_seed(t.seed),

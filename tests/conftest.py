@@ -169,8 +169,10 @@ def make_project(root: Path, **params) -> Path:
     write_params(root / "params.yaml", **params)
     env = tool_env()
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"], ["git", "config", "user.name", "t"],
-                [sys.executable, "-m", "dvc", "init", "-q"], [sys.executable, "-m", "dvc", "config", "core.analytics", "false"],
-                ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+                [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=root, check=True, env=env, capture_output=True)
+    shutil.copy(ROOT / ".dvc/config", root / ".dvc/config")  # the project's DVC settings (link type)
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
         subprocess.run(cmd, cwd=root, check=True, env=env, capture_output=True)
     return root
 
@@ -253,7 +255,9 @@ def copy_workspace(src: Path, dest: Path) -> Path:
     old, new = str(src.resolve()), str(dest.resolve())
     run_file = dest / "models/checkpoints/mlflow_run.json"
     if run_file.is_file():
-        run_file.write_text(run_file.read_text().replace(old, new))
+        text = run_file.read_text().replace(old, new)
+        run_file.unlink()  # DVC keeps outputs read-only (hard links to its cache): replace, never edit
+        run_file.write_text(text)
         dvc(dest, "commit", "--force", "--quiet")  # the train output changed: record it, or repro would rerun
     if (dest / "mlflow.db").is_file():
         with sqlite3.connect(dest / "mlflow.db") as db:

@@ -4,11 +4,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from pix2pix.config import DataConfig
-from pix2pix.data import EpochSampler, ImageError, Pair, PairedDataset, discover_pairs, read_pair, to_channels
+from pix2pix import data as data_module
+from pix2pix.data import (
+    EpochSampler, ImageError, Pair, PairedDataset, decode_uint8, discover_pairs, loader_workers, open_image, pil_to_uint8,
+    read_pair, to_channels,
+)
 
 
 def _combined(path, w=64, h=32, mode="RGB"):
@@ -66,7 +69,8 @@ def test_eval_view_is_a_plain_resize_to_crop_size(tmp_path):
     ds = PairedDataset(tmp_path, DataConfig(load_size=72, crop_size=32), train=False)
     item = ds[0]
     assert item["input"].shape == (3, 32, 32)
-    expected = TF.resize(torch.from_numpy(a).permute(2, 0, 1), [32, 32], interpolation=InterpolationMode.BICUBIC, antialias=True)
+    # Pillow's antialiased bicubic on the uint8 half, as the reference pix2pix resizes
+    expected = TF.pil_to_tensor(Image.fromarray(a[:, :64]).resize((32, 32), Image.Resampling.BICUBIC))
     assert torch.equal(item["input"], expected.float() / 127.5 - 1)  # no crop, no flip
     again = PairedDataset(tmp_path, DataConfig(load_size=72, crop_size=32, cache=False), train=False)
     assert torch.equal(again[0]["input"], item["input"]) and torch.equal(again[0]["target"], item["target"])
@@ -188,3 +192,34 @@ def test_sampler_shards_for_distributed_training():
         shards.append([i for i, _ in s])
     assert {len(x) for x in shards} == {4}
     assert set().union(*map(set, shards)) == set(range(10))
+
+
+@pytest.mark.parametrize("name,mode", [("rgb.jpg", "RGB"), ("gray.jpg", "L"), ("rgb.png", "RGB"), ("gray.png", "L"),
+                                       ("rgba.png", "RGBA"), ("p.png", "P"), ("i16.png", "I;16"), ("cmyk.jpg", "CMYK")])
+def test_fast_decoder_gives_exactly_what_pillow_gives(tmp_path, name, mode):
+    """torchvision.io decodes the plain files, Pillow the rest: the pixels never depend on which."""
+    rng = np.random.default_rng(1)
+    img = Image.fromarray(rng.integers(0, 256, (24, 40, 4), dtype=np.uint8), "RGBA")
+    img = img.convert(mode) if mode != "I;16" else Image.fromarray(rng.integers(0, 65536, (24, 40), dtype=np.uint16))
+    img.save(tmp_path / name, **({"quality": 90} if name.endswith(".jpg") else {}))
+    for channels in (1, 3):
+        expected = pil_to_uint8(to_channels(open_image(tmp_path / name), channels))
+        got = decode_uint8(tmp_path / name, channels)
+        assert got.dtype == torch.uint8 and torch.equal(got, expected), (name, channels)
+
+
+def test_memory_plan_comes_from_manifest_sizes_without_opening_files(tmp_path):
+    pairs = [Pair(tmp_path / f"missing{i}.jpg", size=(256, 256)) for i in range(10)]
+    ds = PairedDataset(pairs, DataConfig(input_nc=3, output_nc=1))
+    assert ds.decoded_bytes() == 10 * 256 * 256 * 4
+
+
+def test_workers_start_only_when_the_decoded_data_outgrows_the_cache(tmp_path, monkeypatch):
+    for i in range(4):
+        _combined(tmp_path / f"{i}.png", w=64, h=32)
+    ds = PairedDataset(tmp_path, DataConfig(load_size=36, crop_size=32))
+    assert ds.decoded_bytes() == 4 * 32 * 32 * 6 and loader_workers("auto", ds) == 0
+    assert loader_workers(3, ds) == 3  # a number is taken as given
+    monkeypatch.setattr(data_module, "CACHE_LIMIT_BYTES", 4 * 32 * 32 * 6 - 1)
+    assert loader_workers("auto", ds) >= 1
+    assert loader_workers("auto", PairedDataset(tmp_path, DataConfig(load_size=36, crop_size=32, cache=False))) >= 1

@@ -29,7 +29,8 @@ def test_repro_runs_every_stage_and_writes_its_outputs(reproduced, project):
         assert f"Running stage '{stage}'" in reproduced[1]
     assert len(list((project / "data/raw/train").glob("*.png"))) == 8
     manifest = (project / "data/pairs/manifest.csv").read_text().splitlines()
-    assert manifest[0].startswith("id,split,a_path,b_path") and len(manifest) == 1 + 13
+    assert manifest[0] == "id,split,layout,a_path,b_path,width,height,sha256,status" and len(manifest) == 1 + 13
+    assert sorted(p.name for p in (project / "data/pairs").iterdir()) == ["manifest.csv", "rejected.csv"]  # no copies
     assert (project / "models/checkpoints/last.pt").is_file()
     train = json.loads((project / "metrics/train/metrics.json").read_text())
     assert train["steps"] == 4 and train["epochs"] == 2 and train["step"] == 4
@@ -47,6 +48,28 @@ def test_repro_runs_every_stage_and_writes_its_outputs(reproduced, project):
     card = json.loads((project / "models/export/model_card.json").read_text())
     assert card["parity_max_abs_diff"]["onnx"] <= 1e-4 and card["eval"]["l1"] == ev["l1"]
     assert (project / "models/export/generator.onnx").is_file() and (project / "models/export/generator.ts").is_file()
+
+
+def test_outputs_share_their_bytes_with_the_cache_and_are_protected(reproduced):
+    """One copy on disk: each file of data/raw is a hard link to its DVC cache object, read-only."""
+    project = reproduced[0]
+    files = [p for p in (project / "data/raw").rglob("*") if p.is_file()]
+    cache = {p.stat().st_ino for p in (project / ".dvc/cache").rglob("*") if p.is_file()}
+    assert files and all(p.stat().st_ino in cache and p.stat().st_nlink >= 2 for p in files)
+    assert all(p.stat().st_mode & 0o222 == 0 for p in files)
+
+
+def test_an_edit_to_a_cached_output_is_refused_or_detected(reproduced, tmp_path):
+    project = copy_workspace(reproduced[0], tmp_path / "project")
+    dvc(project, "checkout", "--relink", "--quiet")  # the copy's files become links to its cache again
+    victim = next((project / "data/raw/train").glob("*.png"))
+    try:
+        with open(victim, "ab") as f:  # refused for users; root may write anyway
+            f.write(b"edited")
+    except PermissionError:
+        return
+    status = dvc(project, "status", "--json")
+    assert "data/raw" in status.stdout and "modified" in status.stdout  # detected: repro would redo the stages
 
 
 def test_second_repro_is_a_no_op(project):
@@ -127,11 +150,23 @@ def _cmdline(process) -> str:
         return ""
 
 
+def _checkpoint_of_this_run(project, epochs: int) -> bool:
+    """last.pt written by the run with these params: newer than the folder's fingerprint (which
+    the stage writes before training) that names them. The mtime alone is not enough: DVC
+    copies persisted outputs out of its cache (unprotect) before the stage runs."""
+    folder = project / "models/checkpoints"
+    try:
+        fingerprint = json.loads((folder / "fingerprint.json").read_text())
+        return fingerprint["config"]["train"]["epochs"] == epochs and (
+            (folder / "last.pt").stat().st_mtime_ns > (folder / "fingerprint.json").stat().st_mtime_ns)
+    except (OSError, ValueError, KeyError):
+        return False
+
+
 def test_a_killed_training_resumes_on_the_next_repro(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["train"].update(epochs=25, epochs_decay=0, checkpoint_every=2)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    started = time.time()
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=project, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ckpt = project / "models/checkpoints/last.pt"
     deadline = time.time() + 300
@@ -139,7 +174,7 @@ def test_a_killed_training_resumes_on_the_next_repro(project):
     while time.time() < deadline and proc.poll() is None:
         # DVC runs the stage through a shell: kill the shell and the python under it.
         train = [p for p in psutil.Process(proc.pid).children(recursive=True) if "pipeline.train" in _cmdline(p)]
-        if train and ckpt.is_file() and ckpt.stat().st_mtime > started:  # a checkpoint of this run
+        if train and _checkpoint_of_this_run(project, epochs=25):
             for p in train:
                 p.kill()  # SIGKILL: no chance to save anything more
             psutil.wait_procs(train, timeout=10)
@@ -153,9 +188,32 @@ def test_a_killed_training_resumes_on_the_next_repro(project):
     saved_step = load_checkpoint(ckpt)["step"]
     assert 0 < saved_step < 50
     r = dvc(project, "repro", "train")
-    assert f"resuming at step {saved_step}" in r.stdout
+    assert f"resuming at step {saved_step}" in r.stdout, r.stdout[:3000]
     summary = json.loads((project / "metrics/train/metrics.json").read_text())
     assert summary["resumed_from_step"] == saved_step and summary["steps"] == 50
     # The history holds every step once: what was logged after the checkpoint was dropped.
     steps = [int(line.split("\t")[0]) for line in (project / "metrics/train/plots/metrics/G_L1.tsv").read_text().splitlines()[1:]]
     assert steps == list(range(1, 51))
+
+
+def test_a_dataset_with_train_and_val_only_runs_end_to_end_with_workers(tmp_path):
+    """Own train/ and val/ folders, no test split: evaluation falls back to val, and training
+    decodes in a DataLoader worker (as it does for data larger than memory)."""
+    import numpy as np
+    from PIL import Image
+
+    from conftest import make_project
+
+    source = tmp_path / "mydata"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("val", 2)):
+        (source / split).mkdir(parents=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)).save(source / split / f"{i}.jpg", quality=90)
+    project = make_project(tmp_path / "project", data={"source": str(source)}, train={"num_workers": 1},
+                           export={"formats": ["torchscript"]})
+    r = dvc(project, "repro", timeout=900)
+    assert "split: 8 pairs (train 6, val 2, test 0)" in r.stdout and "1 DataLoader worker(s) decoding" in r.stdout
+    ev = json.loads((project / "metrics/eval.json").read_text())
+    assert ev["split"] == "val" and ev["count"] == 2
+    assert "Running stage" not in dvc(project, "repro").stdout

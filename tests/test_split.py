@@ -2,13 +2,17 @@ import io
 import struct
 import zlib
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from conftest import write_params
 from pipeline import split
+from pipeline.hashing import sha256
+from pipeline.manifest import read_manifest, split_pairs
 from pipeline.params import StageError
+from pix2pix.data import read_pair
 
 
 def _ab(path, w=64, h=32, mode="RGB"):
@@ -37,16 +41,40 @@ def test_own_splits_are_kept_and_manifest_lists_every_pair(project):
         for i in range(n):
             _ab(project / "data/raw" / s / f"{i}.jpg")
     split.main()
-    m = pd.read_csv(project / "data/pairs/manifest.csv", dtype={"id": str})
-    assert list(m.columns) == ["id", "split", "a_path", "b_path", "width", "height", "source", "sha256"]
+    m = pd.read_csv(project / "data/pairs/manifest.csv", dtype={"id": str}, keep_default_na=False)
+    assert list(m.columns) == ["id", "split", "layout", "a_path", "b_path", "width", "height", "sha256", "status"]
     assert m["split"].value_counts().to_dict() == {"train": 3, "test": 2, "val": 1}
     assert set(m["id"]) >= {"train-0", "val-0", "test-1"}
     row = m[m["id"] == "train-0"].iloc[0]
-    assert (row["width"], row["height"], row["source"]) == (32, 32, "train/0.jpg")
-    assert len(row["sha256"]) == 64
-    a = Image.open(project / "data/pairs" / row["a_path"])
-    assert a.size == (32, 32) and Image.open(project / "data/pairs" / row["b_path"]).size == (32, 32)
+    assert (row["layout"], row["a_path"], row["b_path"], row["width"], row["height"], row["status"]) == ("combined", "train/0.jpg", "", 32, 32, "ok")
+    assert row["sha256"] == sha256(project / "data/raw/train/0.jpg")
+    # no image is copied: the stage's output is the manifest and the rejects, nothing else
+    assert sorted(p.name for p in (project / "data/pairs").iterdir()) == ["manifest.csv", "rejected.csv"]
     assert pd.read_csv(project / "data/pairs/rejected.csv").empty
+
+
+def test_manifest_pairs_read_halves_from_the_raw_files(project):
+    """A|B and A/+B/ layouts, both directions and 1- or 3-channel sides, read via the manifest."""
+    rng = np.random.default_rng(0)
+    a_px, b_px = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    (project / "data/raw/train/A").mkdir(parents=True)
+    (project / "data/raw/train/B").mkdir(parents=True)
+    (project / "data/raw/test").mkdir(parents=True)
+    Image.fromarray(a_px).save(project / "data/raw/train/A/x.png")
+    Image.fromarray(b_px).save(project / "data/raw/train/B/x.png")
+    Image.fromarray(np.concatenate([a_px, b_px], axis=1)).save(project / "data/raw/test/y.png")
+    split.main()
+    m = read_manifest(project / "data/pairs/manifest.csv")
+    assert dict(zip(m["id"], m["layout"])) == {"train-x": "separate", "test-y": "combined"}
+    for which in ("train", "test"):
+        (pair,) = split_pairs(m, which, project / "data/raw")
+        assert pair.size == (32, 32)
+        for direction, (nc_in, nc_out) in (("AtoB", (3, 3)), ("BtoA", (3, 3)), ("AtoB", (1, 3)), ("BtoA", (3, 1))):
+            inp, target = read_pair(pair, nc_in, nc_out, direction)
+            src, dst = (a_px, b_px) if direction == "AtoB" else (b_px, a_px)
+            expect = lambda px, nc: np.asarray(Image.fromarray(px).convert("L" if nc == 1 else "RGB")).reshape(32, 32, nc)  # noqa: E731
+            assert np.array_equal(inp.permute(1, 2, 0).numpy(), expect(src, nc_in)), (which, direction, nc_in)
+            assert np.array_equal(target.permute(1, 2, 0).numpy(), expect(dst, nc_out)), (which, direction, nc_out)
 
 
 def test_flat_folder_is_split_by_ratio_deterministically(project):
@@ -84,20 +112,26 @@ def test_bad_files_are_rejected_with_reasons_and_good_ones_kept(project, capsys)
     buf = io.BytesIO()
     Image.new("RGB", (64, 32)).save(buf, "JPEG")
     (raw / "truncated.jpg").write_bytes(buf.getvalue()[:100])
+    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 64, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    noisy.save(buf, "PNG")
+    (raw / "cut.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) * 3 // 4])  # header intact, data cut
     _ab(raw / "tiny.png", w=2, h=1)
     _ab(raw / "wide.png", w=513, h=256)
     _ab(raw / "square.png", w=300, h=300)
     _png_bomb(raw / "bomb.png")
     split.main()
-    m = pd.read_csv(project / "data/pairs/manifest.csv")
-    assert sorted(m["source"]) == sorted(f"train/{n}" for n in ("good.png", "gray16.png", "palette.png", "cmyk.jpg", "rgba.png", "la.png"))
+    m = read_manifest(project / "data/pairs/manifest.csv")
+    assert sorted(m["a_path"]) == sorted(f"train/{n}" for n in ("good.png", "gray16.png", "palette.png", "cmyk.jpg", "rgba.png", "la.png"))
+    every = pd.read_csv(project / "data/pairs/manifest.csv")  # rejected pairs are listed too, as such
+    assert (every["status"] == "rejected").sum() == 8 and len(every) == 14
     rejected = pd.read_csv(project / "data/pairs/rejected.csv").set_index("path")
     reasons = {p.split("/")[-1]: r for p, r in rejected["reason"].items()}
-    assert set(reasons) == {"empty.jpg", "text.jpg", "truncated.jpg", "tiny.png", "wide.png", "square.png", "bomb.png"}
+    assert set(reasons) == {"empty.jpg", "text.jpg", "truncated.jpg", "cut.png", "tiny.png", "wide.png", "square.png", "bomb.png"}
     assert "too large to decode safely" in reasons["bomb.png"]
     assert "not a readable image" in reasons["text.jpg"] and "too small" in reasons["tiny.png"]
-    assert "513x256" in reasons["wide.png"] and "decode" in reasons["truncated.jpg"]
-    assert "7 rejected" in capsys.readouterr().out
+    assert "513x256" in reasons["wide.png"] and "decode" in reasons["truncated.jpg"] and "truncated" in reasons["cut.png"]
+    assert "8 rejected" in capsys.readouterr().out
 
 
 def test_stage_fails_only_when_nothing_usable_remains(project):

@@ -92,6 +92,25 @@ def test_exact_resume_gives_identical_weights(tmp_path, synthetic_root):
     assert a.lr == b.lr
 
 
+def test_workers_and_resume_give_the_weights_of_a_straight_run_in_process(tmp_path, synthetic_root):
+    """DataLoader workers (what `num_workers: auto` starts for data larger than memory) decode
+    every item themselves, seeded per item: stopped mid-epoch and resumed with 2 workers, the
+    run ends with the same weights as a straight run without workers."""
+    cfg = tiny_config(epochs=1, epochs_decay=1, num_workers=0)  # 6 pairs, batch 2: 6 steps
+    straight = Trainer(cfg, PairedDataset(synthetic_root / "train", cfg.data), tmp_path / "straight", progress=False)
+    straight.fit()
+    cfg_w = tiny_config(epochs=1, epochs_decay=1, num_workers=2)
+    train = PairedDataset(synthetic_root / "train", cfg_w.data)
+    first = Trainer(cfg_w, train, tmp_path / "workers", progress=False)
+    assert first.num_workers == 2 and not train.cache_enabled  # workers decode; no cache copied into each
+    first.fit(max_steps=4)
+    second = Trainer(cfg_w, PairedDataset(synthetic_root / "train", cfg_w.data), tmp_path / "workers", progress=False)
+    second.fit()
+    assert second.step == straight.step == 6
+    for name, tensor in straight.model.G.state_dict().items():
+        assert torch.equal(tensor, second.model.G.state_dict()[name]), name
+
+
 def test_checkpoint_holds_everything_needed_to_resume(tmp_path, synthetic_root):
     cfg = tiny_config()
     train, val = _datasets(synthetic_root, cfg)
