@@ -186,7 +186,7 @@ def train_rates(project: Path, steps: int, chunk: int = 25) -> dict:
     return {"train_steps": steps, "fits_in_cache": fits, "workers_uncached": runs["uncached"].num_workers,
             "uncached_img_s": rates["uncached"], "cached_img_s": rates["cached"],
             "uncached_over_cached": round(rates["uncached"] / rates["cached"], 3),
-            "train_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "torch_threads": torch.get_num_threads()}
+            "bench_process_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "torch_threads": torch.get_num_threads()}
 
 
 def training_rss(project: Path, steps: int) -> dict:

@@ -36,16 +36,23 @@ def run(variant: str, size: int, iterations: int) -> dict:
     import torch
 
     from benchmarks.common import FACADES
-    from benchmarks.train_speed import OursRunner, TextbookRunner
+    from benchmarks.train_speed import OURS, OursRunner, TextbookRunner
 
     torch.manual_seed(0)
-    runner = (OursRunner if variant == "ours" else TextbookRunner)(FACADES / "train", size, 1)
-    g = runner.trainer.model.G if variant == "ours" else runner.G
+    if variant == "textbook":
+        runner = TextbookRunner(FACADES / "train", size, 1)
+        g, precision = runner.G, "float32"
+    else:
+        runner = OursRunner(FACADES / "train", size, 1, **OURS[variant])
+        g, model = runner.trainer.model.G, runner.trainer.model
+        precision = str(model.amp_dtype or "float32").replace("torch.", "") + (" NHWC" if model.channels_last else "")
     start = time.perf_counter()
     for _ in range(iterations):
         runner.step()
     seconds = time.perf_counter() - start
-    return {"variant": variant, "size": size, "iterations": iterations, "train_seconds": round(seconds, 1), **score(g, size)}
+    # scored in float32 whatever the training precision, so only the training differs
+    return {"variant": variant, "precision": precision, "size": size, "iterations": iterations,
+            "train_seconds": round(seconds, 1), **score(g, size)}
 
 
 def main(argv=None) -> None:
@@ -56,7 +63,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--iterations", type=int, default=2000)
-    ap.add_argument("--variant", choices=["both", "ours", "textbook"], default="both")
+    ap.add_argument("--variant", choices=["both", "textbook", "ours", "ours-fp32", "ours-bf16-nchw", "ours-bf16-nhwc"], default="both",
+                    help="both = textbook and ours; ours = the defaults (bf16 where the CPU has it natively)")
     ap.add_argument("--threads", type=int)
     args = ap.parse_args(argv)
     if not (FACADES / "test").is_dir():

@@ -9,7 +9,16 @@ facades train split when ../shared is beside the repo (else generated A|B pairs)
   resizes, crops and flips each JPEG per item, the usual DataLoader (shuffle, 4 workers),
   default Adam, eager NCHW, glibc's default allocator behaviour;
 - ours: `pix2pix.train.Trainer` as the pipeline builds it (decoded-image cache, 0 workers,
-  fused Adam, glibc told to keep freed memory; see pix2pix/performance.py).
+  fused Adam, glibc told to keep freed memory, bf16 autocast + NHWC where the CPU has native
+  bf16; see pix2pix/performance.py); `ours-fp32` with amp and channels_last off, and
+  `ours-bf16-nchw` / `ours-bf16-nhwc` to see what each switch gives (`--variants`).
+
+The textbook follows the reference's own files (junyanz/pytorch-CycleGAN-and-pix2pix:
+models/pix2pix_model.py, data/aligned_dataset.py, data/base_dataset.py): the A|B JPEG opened
+and converted to RGB per item, cut in halves, resized to load_size with PIL bicubic, the same
+random crop and flip for both halves, ToTensor + Normalize(0.5); DataLoader(shuffle, 4
+workers); G forward once, D on the detached fake pair and on the real pair (loss halved), then
+D again on the fake pair for G's GAN loss + 100 x L1; plain Adam(lr 2e-4, betas 0.5/0.999).
 
 Each variant lives in its own process (so process-wide settings stay apart); the parent
 makes them take turns - `--steps` steps each, `--rounds` times, after warm-up - so machine
@@ -34,14 +43,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 TEXTBOOK_WORKERS = 4  # the reference's --num_threads default
 
 
-def _config(size: int, batch: int):
+# Our variants: train.* settings over the defaults. "ours" is what `dvc repro` runs (amp and
+# channels_last auto: bf16 + NHWC on CPUs with native bf16, fp32 NCHW elsewhere).
+OURS = {
+    "ours": {},
+    "ours-fp32": {"amp": "false", "channels_last": "false"},
+    "ours-bf16-nchw": {"amp": "true", "channels_last": "false"},
+    "ours-bf16-nhwc": {"amp": "true", "channels_last": "true"},
+}
+
+
+def _config(size: int, batch: int, device: str = "cpu", **train):
     from pix2pix.config import Config
 
     cfg = Config()
     cfg.data.direction = "BtoA"  # facades: labels (right half) -> photo
     cfg.data.crop_size, cfg.data.load_size = size, round(size * 286 / 256)
     cfg.train.batch_size = batch
-    cfg.train.device = "cpu"
+    cfg.train.device = device
+    for key, value in train.items():
+        setattr(cfg.train, key, value)
     return cfg.validate()
 
 
@@ -135,13 +156,13 @@ class TextbookRunner:
 
 
 class OursRunner:
-    """`Trainer`'s own loader and step, as `pipeline.train` runs them."""
+    """`Trainer`'s own loader and step, as `pipeline.train` runs them (with `train` overrides)."""
 
-    def __init__(self, folder: Path, size: int, batch: int):
+    def __init__(self, folder: Path, size: int, batch: int, **train):
         from pix2pix.data import PairedDataset
         from pix2pix.train import Trainer
 
-        cfg = _config(size, batch)
+        cfg = _config(size, batch, **train)
         self.data = PairedDataset(folder, cfg.data)
         self.trainer = Trainer(cfg, self.data, Path(tempfile.mkdtemp(prefix="p2p-speed-")), progress=False, sample_count=1)
         self.trainer.model.train()
@@ -186,9 +207,9 @@ def worker(kind: str, folder: str, size: int, batch: int, conn) -> None:
 
     warnings.filterwarnings("ignore", message="This DataLoader will create")  # 4 workers on 2 cores: on purpose
 
-    runner = (TextbookRunner if kind == "textbook" else OursRunner)(Path(folder), size, batch)
+    runner = TextbookRunner(Path(folder), size, batch) if kind == "textbook" else OursRunner(Path(folder), size, batch, **OURS[kind])
     flops = 0
-    if kind == "ours":
+    if kind == "ours-fp32":  # counted in float32 (the same work in every variant)
         from benchmarks.common import count_flops
 
         flops = count_flops(runner.step)
@@ -231,12 +252,15 @@ def _recv(conn, proc):
     return conn.recv()
 
 
-def run_config(folder: Path, size: int, batch: int, rounds: int, steps: int, warmup: int, peak_gflops: float) -> dict:
+def run_config(folder: Path, size: int, batch: int, rounds: int, steps: int, warmup: int, peak_gflops: float,
+               variants: tuple[str, ...] = ("textbook", "ours-fp32", "ours")) -> dict:
     from benchmarks.common import median
 
     ctx = mp.get_context("spawn")
     procs, conns, info = {}, {}, {}
-    for kind in ("textbook", "ours"):
+    if "ours-fp32" not in variants:
+        variants = (*variants, "ours-fp32")  # it counts the FLOPs
+    for kind in variants:
         parent, child = ctx.Pipe()
         procs[kind] = ctx.Process(target=worker, args=(kind, str(folder), size, batch, child), name=kind)
         procs[kind].start()
@@ -248,7 +272,7 @@ def run_config(folder: Path, size: int, batch: int, rounds: int, steps: int, war
             _recv(conns[kind], procs[kind])
         times = {k: [] for k in conns}
         for r in range(rounds):
-            order = ("textbook", "ours") if r % 2 == 0 else ("ours", "textbook")
+            order = variants if r % 2 == 0 else variants[::-1]
             for kind in order:
                 conns[kind].send(("steps", steps))
                 times[kind] += _recv(conns[kind], procs[kind])
@@ -266,12 +290,13 @@ def run_config(folder: Path, size: int, batch: int, rounds: int, steps: int, war
             procs[kind].join(timeout=30)
             if procs[kind].is_alive():
                 procs[kind].kill()
-    flops = info["ours"]["flops"]
-    result = {"size": size, "batch": batch, "gflop_per_step": flops / 1e9, "peak_gflops": peak_gflops}
-    for kind in ("textbook", "ours"):
+    flops = info["ours-fp32"]["flops"]
+    result = {"size": size, "batch": batch, "gflop_per_step": flops / 1e9, "peak_gflops": peak_gflops, "variants": variants}
+    for kind in variants:
         m = median(times[kind])
         result[kind] = {"s_per_step": m, "images_per_s": batch / m, "gflops": flops / m / 1e9, "peak_pss_mb": memory[kind], "n": len(times[kind])}
-    result["speedup"] = result["textbook"]["s_per_step"] / result["ours"]["s_per_step"]
+        if "textbook" in variants:
+            result[kind]["speedup"] = result["textbook"]["s_per_step"] / m
     return result
 
 
@@ -283,6 +308,7 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--steps", type=int, default=4, help="steps per turn")
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--variants", nargs="+", default=["textbook", "ours-fp32", "ours"], choices=["textbook", *OURS])
     args = ap.parse_args(argv)
 
     folder = paired_train_folder()
@@ -290,14 +316,14 @@ def main(argv=None) -> None:
     print(f"machine: {machine()}\ndata: {folder}\nfloat32 matmul peak: {peak:.0f} GFLOP/s")
     for spec in args.configs:
         size, batch = (int(v) for v in spec.lower().split("x"))
-        r = run_config(folder, size, batch, args.rounds, args.steps, args.warmup, peak)
-        print(f"\n{size}x{size}, batch {batch}: {r['gflop_per_step']:.1f} GFLOP per step; "
-              f"median of {r['ours']['n']} alternating steps each")
-        for kind in ("textbook", "ours"):
+        r = run_config(folder, size, batch, args.rounds, args.steps, args.warmup, peak, tuple(args.variants))
+        print(f"\n{size}x{size}, batch {batch}: {r['gflop_per_step']:.1f} GFLOP per step (fp32 count); "
+              f"median of {r['ours-fp32']['n']} alternating steps each")
+        for kind in r["variants"]:
             k = r[kind]
-            print(f"  {kind:9s} {k['s_per_step']:6.3f} s/step  {k['images_per_s']:6.2f} images/s  "
-                  f"{k['gflops']:5.0f} GFLOP/s ({k['gflops'] / peak:4.0%} of matmul peak)  peak PSS {k['peak_pss_mb']:6.0f} MB")
-        print(f"  speed-up x{r['speedup']:.2f}; memory ours/textbook {r['ours']['peak_pss_mb'] / r['textbook']['peak_pss_mb']:.2f}")
+            vs = f"  x{k['speedup']:.2f} vs textbook" if "speedup" in k else ""
+            print(f"  {kind:15s} {k['s_per_step']:6.3f} s/step  {k['images_per_s']:6.2f} images/s  "
+                  f"{k['gflops']:5.0f} GFLOP/s ({k['gflops'] / peak:4.0%} of fp32 matmul peak)  peak PSS {k['peak_pss_mb']:6.0f} MB{vs}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pix2pix.checkpoint import atomic_write_text
 from pix2pix.data import PairedDataset, collate, iter_batches, to_image_range
 from pix2pix.distributed import select_device
 from pix2pix.grid import comparison_grid
-from pix2pix.loading import generator_from_checkpoint
+from pix2pix.loading import generator_from_checkpoint, in_precision
 from pix2pix.metrics import METRIC_NAMES, evaluate, per_image_metrics
 
 from .manifest import held_out_split, read_manifest, split_pairs
@@ -66,6 +66,7 @@ def main() -> None:
     grid_images = config.evaluate.grid_images
     device = select_device(config.train.device)
     g, cfg = generator_from_checkpoint(CHECKPOINTS / "last.pt", device)
+    g = in_precision(g, config.train.amp, device)  # bf16 where training used it (train.amp)
     manifest = read_manifest()
     split = held_out_split(manifest)
     test_pairs = split_pairs(manifest, split)

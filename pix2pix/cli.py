@@ -15,7 +15,7 @@ import typing
 from dataclasses import fields
 from pathlib import Path
 
-from .config import SOURCE_KEYS, Config, ConfigError, DataConfig, ModelConfig, TrainConfig, build_section, type_name
+from .config import SOURCE_KEYS, SWITCH, Config, ConfigError, DataConfig, ModelConfig, TrainConfig, build_section, type_name
 from .errors import Pix2PixError
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
@@ -119,7 +119,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .loading import load_runner
     from .predict import predict_paths
 
-    runner = load_runner(args.model, device=args.device, keep_dropout=args.keep_dropout)
+    runner = load_runner(args.model, device=args.device, keep_dropout=args.keep_dropout, amp=args.amp)
     written = predict_paths(runner, args.input, args.output)
     print(f"wrote {len(written)} image(s) to {args.output}", file=sys.stderr)
     return 0
@@ -140,7 +140,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .loading import load_runner
     from .metrics import evaluate
 
-    runner = load_runner(args.model, device=args.device)
+    runner = load_runner(args.model, device=args.device, amp=args.amp)
     cfg = Config.from_dict(runner.config)
     data = PairedDataset(args.data, cfg.data, train=False)
     means, rows = evaluate(runner, iter_batches(data))
@@ -186,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=Path, required=True, help="image file or folder")
     p.add_argument("--output", type=Path, required=True, help="output folder (or file, for a single image)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (checkpoint and TorchScript models)")
+    p.add_argument("--amp", default="auto", choices=SWITCH, help="bf16 autocast for checkpoint and TorchScript models: auto = on CUDA and CPUs with native bf16 (ONNX stays float32)")
     p.add_argument("--keep-dropout", action="store_true", help="keep dropout active, as in the paper's test-time noise")
     p.set_defaults(func=cmd_predict)
 
@@ -203,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=Path, help="write a PNG of the first pairs: inputs, outputs and targets in three rows")
     p.add_argument("--grid-images", type=int, default=6, help="pairs in --grid (default: 6)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", default="auto", choices=SWITCH, help="bf16 autocast for checkpoint and TorchScript models: auto = on CUDA and CPUs with native bf16 (ONNX stays float32)")
     p.set_defaults(func=cmd_evaluate)
     return parser
 

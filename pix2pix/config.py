@@ -119,8 +119,9 @@ class TrainConfig:
     lambda_l1: float = option(100.0, "weight of the L1 loss against the GAN loss")
     seed: int = option(0, "seed of the weight init, data order, augmentation and dropout")
     device: str = option("auto", "auto (cuda, then cpu), cpu, cuda, cuda:1, ...")
-    amp: bool = option(True, "mixed precision on CUDA: bf16 where supported, else fp16 + GradScaler")
-    channels_last: str = option("auto", "NHWC memory format; auto = on CUDA only", SWITCH, switch=True)
+    amp: str = option("auto", "mixed precision; auto = bf16 on CUDA (fp16 + GradScaler without bf16) and on CPUs with "
+                      "native bf16 (AMX, AVX512-BF16), fp32 on other CPUs; true = bf16 on every CPU too; false = fp32", SWITCH, switch=True)
+    channels_last: str = option("auto", "NHWC memory format; auto = on CUDA and for bf16 on CPUs with AMX", SWITCH, switch=True)
     cudnn_benchmark: bool = option(True, "CUDA: time the conv algorithms once for the fixed size")
     pin_memory: bool = option(True, "CUDA: page-locked batches copied with non_blocking=True")
     compile: bool = option(False, "torch.compile G and D (minutes of compiling; pays off on long GPU runs)")
@@ -138,8 +139,9 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         s = "train"
-        if isinstance(self.channels_last, bool):  # TrainConfig(channels_last=True) in code
-            self.channels_last = "true" if self.channels_last else "false"
+        for name in ("amp", "channels_last"):
+            if isinstance(getattr(self, name), bool):  # TrainConfig(amp=True) in code
+                setattr(self, name, "true" if getattr(self, name) else "false")
         check_choices(self, s)
         _check(self.num_workers == "auto" or isinstance(self.num_workers, int), f"{s}.num_workers",
                f"got {self.num_workers!r}; use auto or an integer >= 0")

@@ -18,6 +18,7 @@ from .checkpoint import load_checkpoint
 from .config import Config
 from .errors import ExportError
 from .networks import UNetGenerator, build_generator
+from .performance import autocast_dtype
 
 CONFIG_KEY = "pix2pix_config"  # the training config inside TorchScript extra files / ONNX metadata
 
@@ -32,6 +33,21 @@ class GeneratorRunner:
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)
+
+
+def in_precision(fn: Callable[[torch.Tensor], torch.Tensor], amp: str, device: str | torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`fn` run under bf16 autocast where `amp` (auto/true/false, as train.amp) turns it on for
+    this device (CPUs with native bf16, CUDA), with float32 outputs either way."""
+    device = torch.device(device)
+    dtype = autocast_dtype(amp, device)
+    if dtype is None:
+        return lambda x: fn(x).float()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device.type, dtype=dtype):
+            return fn(x).float()
+
+    return run
 
 
 def generator_from_state(state: dict) -> tuple[UNetGenerator, Config]:
@@ -88,8 +104,9 @@ def _enable_dropout(g: torch.nn.Module) -> None:
             m.train()
 
 
-def load_runner(path: Path | str, device: str | torch.device = "cpu", keep_dropout: bool = False) -> GeneratorRunner:
-    """Pick the loader by file type: .onnx (onnxruntime), .ts/.torchscript, else a checkpoint."""
+def load_runner(path: Path | str, device: str | torch.device = "cpu", keep_dropout: bool = False, amp: str = "auto") -> GeneratorRunner:
+    """Pick the loader by file type: .onnx (onnxruntime, float32), .ts/.torchscript, else a
+    checkpoint; the last two run in bf16 where `amp` (auto/true/false) turns it on."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
@@ -98,8 +115,10 @@ def load_runner(path: Path | str, device: str | torch.device = "cpu", keep_dropo
         return GeneratorRunner(ort_g, c["data"]["input_nc"], c["data"]["output_nc"], ort_g.multiple, c)
     if suffix in (".ts", ".torchscript"):
         module, config, multiple = load_torchscript(path, device)
-        return GeneratorRunner(lambda x: module(x.to(device)).cpu(), config["data"]["input_nc"], config["data"]["output_nc"], multiple, config)
+        run = in_precision(module, amp, device)
+        return GeneratorRunner(lambda x: run(x.to(device)).cpu(), config["data"]["input_nc"], config["data"]["output_nc"], multiple, config)
     g, cfg = generator_from_checkpoint(path, device)
     if keep_dropout:
         _enable_dropout(g)  # the paper's test-time noise: dropout stays on
-    return GeneratorRunner(lambda x: g(x.to(device)).float().cpu(), cfg.data.input_nc, cfg.data.output_nc, g.multiple, cfg.to_dict())
+    run = in_precision(g, amp, device)
+    return GeneratorRunner(lambda x: run(x.to(device)).cpu(), cfg.data.input_nc, cfg.data.output_nc, g.multiple, cfg.to_dict())

@@ -19,7 +19,7 @@ from .config import Config
 from .distributed import DistContext
 from .losses import GANLoss, discriminator_loss, l1_loss
 from .networks import build_discriminator, build_generator
-from .performance import use_channels_last
+from .performance import autocast_dtype, use_channels_last
 
 # What one training step reports, in this order: the keys of `train_step`'s result, of the
 # loss metrics sent to callbacks (MLflow, DVC metrics and plots) and of metrics/train.json.
@@ -44,7 +44,9 @@ class Pix2Pix(nn.Module):
         self.cfg = cfg
         self.device = device
         d, m, t = cfg.data, cfg.model, cfg.train
-        self.channels_last = use_channels_last(t.channels_last, device)
+        # Mixed precision: bf16 on CUDA and on CPUs that have it natively (pix2pix/performance.py).
+        self.amp_dtype = autocast_dtype(t.amp, device)
+        self.channels_last = use_channels_last(t.channels_last, device, self.amp_dtype)
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         self.G = build_generator(m, d.input_nc, d.output_nc, d.crop_size).to(device, memory_format=memory_format)
         self.D = build_discriminator(m, d.input_nc, d.output_nc).to(device, memory_format=memory_format)
@@ -61,10 +63,6 @@ class Pix2Pix(nn.Module):
         decay = linear_decay(t.epochs, t.epochs_decay)
         self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, decay)
         self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, decay)
-        # Mixed precision only on CUDA: bf16 where supported (no scaler needed), else fp16.
-        self.amp_dtype = None
-        if t.amp and device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
 
     def accelerate(self, ctx: DistContext) -> None:

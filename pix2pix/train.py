@@ -215,7 +215,8 @@ class Trainer:
         g = self.model.G
         g.eval()
         try:
-            means, _ = evaluate(g, batches, self.device)
+            with self.model.autocast():  # the precision training runs in
+                means, _ = evaluate(g, batches, self.device)
         finally:
             g.train()
         return {f"val_{k}": v for k, v in means.items()}

@@ -128,7 +128,7 @@ def write_params(path: Path, **sections) -> Path:
         },
         "model": {"ngf": 8, "ndf": 8, "netD": "patch", "n_layers_D": 3, "norm": "batch", "dropout": 0.5, "init_gain": 0.02},
         "train": {"epochs": 1, "epochs_decay": 1, "batch_size": 4, "lr": 0.0002, "beta1": 0.5, "beta2": 0.999,
-                  "gan_mode": "vanilla", "lambda_l1": 100.0, "seed": 0, "device": "cpu", "amp": True,
+                  "gan_mode": "vanilla", "lambda_l1": 100.0, "seed": 0, "device": "cpu", "amp": "auto",
                   "num_workers": 0, "log_every": 1, "sample_every": 2, "checkpoint_every": 0, "keep_checkpoints": 1},
         "evaluate": {"grid_images": 2},
         "export": {"formats": ["torchscript", "onnx"]},

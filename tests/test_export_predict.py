@@ -36,7 +36,7 @@ def test_export_writes_all_formats_with_parity(exported):
 
 def test_exports_take_dynamic_batch_and_size(exported, trained):
     _, out = exported
-    eager = load_runner(trained)
+    eager = load_runner(trained, amp="false")  # float32, as the ONNX export
     x = torch.rand(3, 3, 64, 96) * 2 - 1
     onnx_out = OnnxGenerator(out / "generator.onnx")(x)
     ts, config, multiple = load_torchscript(out / "generator.ts")
@@ -47,6 +47,20 @@ def test_exports_take_dynamic_batch_and_size(exported, trained):
     assert onnx_out.shape == ref.shape == (3, 3, 64, 96)
     assert float((onnx_out - ref).abs().max()) <= 1e-4
     assert float((ts_out - ref).abs().max()) <= 1e-4
+
+
+def test_bf16_inference_is_close_to_float32_for_checkpoint_and_torchscript(exported, trained):
+    """amp=true runs checkpoint and TorchScript models under CPU bf16 autocast (what auto does on
+    CPUs with native bf16); outputs stay float32 and within bf16's precision of float32."""
+    _, out = exported
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    ref = load_runner(trained, amp="false")(x)
+    for path in (trained, out / "generator.ts"):
+        got = load_runner(path, amp="true")(x)
+        assert got.dtype == torch.float32 and got.shape == ref.shape
+        diff = float((got - ref).abs().max())
+        assert 0 < diff <= 0.1, (path.name, diff)  # it did run in bf16, and stayed close
+    assert float((load_runner(out / "generator.onnx", amp="true")(x) - ref).abs().max()) <= 1e-4  # ONNX stays fp32
 
 
 def test_pad_to_multiple_pads_and_remembers_size():

@@ -254,3 +254,33 @@ def test_accelerate_wrappers_are_not_submodules(monkeypatch):
     assert model.runners["G"] is not model.G  # the compiled wrapper is in use
     assert list(model.state_dict()) == before and {k.split(".")[0] for k in before} == {"G", "D"}
     assert {name for name, _ in model.named_children()} <= {"G", "D", "gan_loss"}
+
+
+def test_cpu_precision_and_layout_follow_the_instruction_set(monkeypatch):
+    """amp/channels_last auto: bf16 only where the CPU has it natively, NHWC only with AMX."""
+    from pix2pix import performance as perf
+
+    cpu, bf16 = torch.device("cpu"), torch.bfloat16
+    for native, amx, want_dtype, want_nhwc in ((False, False, None, False), (True, False, bf16, False), (True, True, bf16, True)):
+        monkeypatch.setattr(perf, "native_bf16", lambda n=native: n)
+        monkeypatch.setattr(perf, "amx_tiles", lambda a=amx: a)
+        dtype = perf.autocast_dtype("auto", cpu)
+        assert dtype == want_dtype and perf.use_channels_last("auto", cpu, dtype) == want_nhwc
+        assert perf.autocast_dtype("true", cpu) == bf16 and perf.autocast_dtype("false", cpu) is None
+        assert perf.use_channels_last("auto", cpu, None) is False  # fp32 on CPU: NCHW
+
+
+def test_bf16_training_follows_the_float32_run(tmp_path, synthetic_root):
+    """The same 4 steps in fp32 and under CPU bf16 autocast: the losses agree to bf16's precision."""
+    losses = {}
+    for amp in ("false", "true"):
+        cfg = tiny_config(epochs=2, epochs_decay=0, amp=amp)
+        rec = Recorder()
+        trainer = Trainer(cfg, PairedDataset(synthetic_root / "train", cfg.data), tmp_path / amp, callbacks=[rec], progress=False)
+        assert trainer.model.amp_dtype == (torch.bfloat16 if amp == "true" else None)
+        trainer.fit(max_steps=4)
+        losses[amp] = [logs["G_L1"] for _, logs in rec.steps]
+    assert len(losses["true"]) == 4
+    for fp32, bf16 in zip(losses["false"], losses["true"]):
+        assert abs(bf16 - fp32) <= 0.02 * fp32, (losses)
+    assert losses["false"] != losses["true"]  # bf16 did run
