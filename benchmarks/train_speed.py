@@ -99,7 +99,7 @@ class AlignedDataset:
 class TextbookRunner:
     """The reference-style loop, written out as a tutorial would."""
 
-    def __init__(self, folder: Path, size: int, batch: int):
+    def __init__(self, folder: Path, size: int, batch: int, device: str = "cpu", ngf: int | None = None):
         import torch
         from torch import nn
         from torch.utils.data import DataLoader
@@ -107,11 +107,14 @@ class TextbookRunner:
         from pix2pix.networks import build_discriminator, build_generator
 
         cfg = _config(size, batch)
+        if ngf:
+            cfg.model.ngf = cfg.model.ndf = ngf
         load, crop = cfg.data.load_size, cfg.data.crop_size
 
         torch.manual_seed(0)
-        self.G = build_generator(cfg.model, 3, 3, crop)
-        self.D = build_discriminator(cfg.model, 3, 3)
+        self.device = torch.device(device)
+        self.G = build_generator(cfg.model, 3, 3, crop).to(self.device)
+        self.D = build_discriminator(cfg.model, 3, 3).to(self.device)
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=2e-4, betas=(0.5, 0.999))
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=2e-4, betas=(0.5, 0.999))
         self.bce, self.l1 = nn.BCEWithLogitsLoss(), nn.L1Loss()
@@ -134,7 +137,7 @@ class TextbookRunner:
     def step(self):
         torch = self.torch
         data = self.next_batch()
-        real_a, real_b = data["A"], data["B"]
+        real_a, real_b = data["A"].to(self.device), data["B"].to(self.device)  # the reference's set_input
         fake_b = self.G(real_a)
         self.set_requires_grad(self.D, True)
         self.opt_D.zero_grad()
@@ -158,11 +161,13 @@ class TextbookRunner:
 class OursRunner:
     """`Trainer`'s own loader and step, as `pipeline.train` runs them (with `train` overrides)."""
 
-    def __init__(self, folder: Path, size: int, batch: int, **train):
+    def __init__(self, folder: Path, size: int, batch: int, ngf: int | None = None, **train):
         from pix2pix.data import PairedDataset
         from pix2pix.train import Trainer
 
         cfg = _config(size, batch, **train)
+        if ngf:
+            cfg.model.ngf = cfg.model.ndf = ngf
         self.data = PairedDataset(folder, cfg.data)
         self.trainer = Trainer(cfg, self.data, Path(tempfile.mkdtemp(prefix="p2p-speed-")), progress=False, sample_count=1)
         self.trainer.model.train()
@@ -180,7 +185,8 @@ class OursRunner:
 
     def step(self):
         batch = self.next_batch()
-        self.trainer.model.train_step(batch["input"], batch["target"])
+        device = self.trainer.device
+        self.trainer.model.train_step(batch["input"].to(device, non_blocking=True), batch["target"].to(device, non_blocking=True))
 
     def fill_cache(self):
         for i in range(len(self.data)):

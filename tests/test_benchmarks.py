@@ -1,0 +1,33 @@
+"""The benchmarks still run: a CPU smoke of the GPU benchmark and a tiny data-scale run (their
+numbers are measured on real machines, see benchmarks/README.md; here only that they work)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, tool_env
+
+pytestmark = pytest.mark.slow
+
+
+def _run(*args, timeout=600):
+    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=tool_env(), capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
+
+
+def test_gpu_benchmark_runs_as_a_cpu_smoke():
+    out = _run("benchmarks/gpu_speed.py", "--smoke")
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert {(r["variant"], r["batch"]) for r in rows} == {
+        (v, b) for v in ("textbook", "ours", "ours DDP x2") for b in (1, 2)}
+    assert all(r["images_per_s"] > 0 and r["device"] == "cpu" for r in rows)
+    assert "x" in out.split("vs textbook")[0]  # the ratio table is printed
+
+
+def test_data_scale_benchmark_runs_on_a_small_set(tmp_path):
+    out = _run("benchmarks/data_scale.py", "--pairs", 60, "--steps", 0, "--work", tmp_path)
+    row = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+    assert row["pairs"] == 60 and row["disk_over_source"] < 1.2  # one copy on disk, DVC links included
