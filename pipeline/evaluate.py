@@ -30,6 +30,7 @@ PER_IMAGE = REPORTS / "eval_per_image.csv"
 
 def mean_target(ds: PairedDataset) -> torch.Tensor:
     """The trivial baseline: the average training target image (eval view)."""
+    ds.cache_enabled = False  # every image is read once: keeping them would only cost memory
     total = None
     for batch in iter_batches(ds):
         s = batch["target"].sum(0)
