@@ -80,6 +80,19 @@ class _StopRequest:
         return False
 
 
+def _worker_context():
+    """DataLoader workers start from a forkserver with the data module preloaded, not as forks
+    of this process: a fork inherits its threads and exit handlers (an in-process Prefect flow's,
+    for one), which made forked workers exit with status 1 and abort training."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None  # Windows: DataLoader spawns anyway
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["pix2pix.data"])
+    return ctx
+
+
 def _ignore_stop_signals(worker_id: int) -> None:
     """DataLoader workers leave Ctrl-C / SIGTERM to the main process, which finishes its step,
     saves a checkpoint and then stops them; a worker dying first would abort that save."""
@@ -135,6 +148,7 @@ class Trainer:
             collate_fn=collate,
             pin_memory=self.device.type == "cuda" and t.pin_memory,
             worker_init_fn=_ignore_stop_signals,
+            multiprocessing_context=_worker_context() if self.num_workers else None,
             # Its own generator: otherwise each new iterator draws from the global RNG, and a
             # resumed run (new iterator mid-epoch) would drift from a straight one.
             generator=torch.Generator().manual_seed(t.seed),
