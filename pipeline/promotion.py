@@ -48,16 +48,11 @@ def frozen_test_pairs(manifest, direction: str, root: Path = RAW) -> list[tuple[
     return halves if direction == "AtoB" else [(b, a) for a, b in halves]
 
 
-def _image(x: Image.Image | Path) -> Image.Image:
-    return x if isinstance(x, Image.Image) else Image.open(x)
-
-
-def score_model(mlflow, model_uri: str, pairs: list[tuple[Image.Image | Path, Image.Image | Path]], metric: str) -> float:
-    """Mean metric of a registered pyfunc on the given (input, target) images or image files."""
+def score_model(mlflow, model_uri: str, pairs: list[tuple[Image.Image, Image.Image]], metric: str) -> float:
+    """Mean metric of a registered pyfunc on the given (input, target) images."""
     model = mlflow.pyfunc.load_model(model_uri)
     values = []
     for src, dst in pairs:
-        src, dst = _image(src), _image(dst)
         target = np.asarray(dst.convert("RGB"))
         out = np.asarray(model.predict(np.asarray(src.convert("RGB"))[None])[0])
         if out.shape[-1] == 1:

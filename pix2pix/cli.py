@@ -19,6 +19,7 @@ from .config import SOURCE_KEYS, SWITCH, Config, ConfigError, DataConfig, ModelC
 from .errors import Pix2PixError
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+AMP_HELP = "bf16 autocast for checkpoint and TorchScript models: auto = on CUDA and CPUs with native bf16 (ONNX stays float32)"
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -186,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=Path, required=True, help="image file or folder")
     p.add_argument("--output", type=Path, required=True, help="output folder (or file, for a single image)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (checkpoint and TorchScript models)")
-    p.add_argument("--amp", default="auto", choices=SWITCH, help="bf16 autocast for checkpoint and TorchScript models: auto = on CUDA and CPUs with native bf16 (ONNX stays float32)")
+    p.add_argument("--amp", default="auto", choices=SWITCH, help=AMP_HELP)
     p.add_argument("--keep-dropout", action="store_true", help="keep dropout active, as in the paper's test-time noise")
     p.set_defaults(func=cmd_predict)
 
@@ -204,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=Path, help="write a PNG of the first pairs: inputs, outputs and targets in three rows")
     p.add_argument("--grid-images", type=int, default=6, help="pairs in --grid (default: 6)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--amp", default="auto", choices=SWITCH, help="bf16 autocast for checkpoint and TorchScript models: auto = on CUDA and CPUs with native bf16 (ONNX stays float32)")
+    p.add_argument("--amp", default="auto", choices=SWITCH, help=AMP_HELP)
     p.set_defaults(func=cmd_evaluate)
     return parser
 

@@ -53,7 +53,7 @@ def pairs(tmp_path):
         a, b = tmp_path / f"a{i}.png", tmp_path / f"b{i}.png"
         img.save(a)
         img.save(b)
-        out.append((a, b))
+        out.append((Image.open(a), Image.open(b)))  # as frozen_test_pairs gives them
     return out
 
 
