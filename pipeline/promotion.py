@@ -71,7 +71,7 @@ def _tag(client, name: str, version: str, decision: Decision) -> None:
         client.set_model_version_tag(name, version, key, value)
 
 
-def promote(mlflow, name: str, challenger: str, pairs: list[tuple[Path, Path]], metric: str = "l1", min_improvement: float = 0.0) -> Decision:
+def promote(mlflow, name: str, challenger: str, pairs: list[tuple[Image.Image, Image.Image]], metric: str = "l1", min_improvement: float = 0.0) -> Decision:
     """Run the gate for `challenger` (a version of `name`) and move aliases accordingly."""
     from mlflow.exceptions import MlflowException
 
