@@ -12,6 +12,7 @@ import torch
 from pix2pix.checkpoint import atomic_write_text
 from pix2pix.export import export_generator
 
+from .hashing import sha256
 from .manifest import data_fingerprint
 from .params import CHECKPOINTS, EVAL_JSON, EXPORT, MANIFEST, PipelineConfig, load_config, run_stage
 from .registry import model_name, register_generator
@@ -23,7 +24,7 @@ MODEL_CARD = EXPORT / "model_card.json"
 def register(config: PipelineConfig, report: dict, card: dict) -> dict | None:
     """Register the ONNX generator as a new model version in the training run's MLflow store."""
     name = model_name(config.data.source)
-    tags = {"data_fingerprint": card["data_fingerprint"], **git_info(project_root())}
+    tags = {"data_fingerprint": card["data_fingerprint"], "checkpoint_sha256": sha256(CHECKPOINTS / "last.pt"), **git_info(project_root())}
     tags.update({f"test_{k}": v for k, v in (card["eval"] or {}).items() if k in ("l1", "psnr", "ssim")})
     data = report["config"]["data"]
     with shared_run() as mlflow:

@@ -40,11 +40,27 @@ def _requirements() -> list[str]:
     ]
 
 
+def registered_before(client, name: str, run_id: str, checkpoint_sha256: str) -> str | None:
+    """The version this run already registered for this exact checkpoint (a re-run of the export
+    stage, a retried flow), so the registry never holds the same model twice."""
+    for mv in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
+        if (mv.tags or {}).get("checkpoint_sha256") == checkpoint_sha256:
+            return str(mv.version)
+    return None
+
+
 def register_generator(mlflow, name: str, onnx_path: Path, input_nc: int, output_nc: int, tags: dict[str, str]) -> str:
-    """Log the pyfunc into the active run, register it, tag it, set aliases; returns the version."""
+    """Log the pyfunc into the active run, register it, tag it, set aliases; returns the version.
+    `tags["checkpoint_sha256"]` makes it idempotent: that checkpoint's version from this run is reused."""
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
     from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    run_id = mlflow.active_run().info.run_id
+    existing = registered_before(client, name, run_id, tags["checkpoint_sha256"])
+    if existing is not None:
+        return existing
 
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, input_nc))]),
@@ -65,7 +81,6 @@ def register_generator(mlflow, name: str, onnx_path: Path, input_nc: int, output
             registered_model_name=name,
         )
     version = str(info.registered_model_version)
-    client = mlflow.MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value))
     client.set_registered_model_alias(name, CHALLENGER, version)

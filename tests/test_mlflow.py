@@ -81,8 +81,13 @@ def test_registered_version_has_signature_tags_and_aliases(server, tracked_proje
     out = model.predict(image)
     assert out.shape == (2, 40, 50, 3) and out.dtype == np.uint8
 
-    # A second export is a new version: it becomes challenger, the champion stays.
+    # Exporting the same checkpoint again (a re-run stage, a retried flow) registers nothing new.
     run_stage(tracked_project, "export", MLFLOW_TRACKING_URI=server)
+    assert [str(v.version) for v in client.search_model_versions(f"name = '{name}'")] == ["1"]
+    # A model trained anew is a new version: it becomes challenger, the champion stays.
+    write_params(tracked_project / "params.yaml", train={"sample_every": 2, "seed": 1})
+    for stage in ("train", "export"):
+        run_stage(tracked_project, stage, MLFLOW_TRACKING_URI=server)
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
 
