@@ -7,7 +7,17 @@
 changed since the last successful run (unless `force`); (2) runs the DVC pipeline
 (`dvc repro`, or `dvc exp run -n NAME -S ...` with overrides) with retries, streaming stage
 output into Prefect's logs; (3) runs the promotion gate on the version the export stage
-registered; (4) returns a summary. Only one retrain runs per workspace at a time.
+registered; (4) publishes: `dvc push` to the workspace's default DVC remote (when it has one),
+then (for plain `dvc repro` runs; experiment runs stay DVC experiments) commits dvc.lock,
+params.yaml and the small metrics files DVC keeps in git, and pushes that commit where the
+branch has an upstream, so another machine can `git pull && dvc pull`;
+(5) returns a summary. Only one retrain runs per workspace at a time. A run with nothing new
+still publishes, so a push that failed last time (object store down) is made up.
+
+    python -m pipeline.flows deploy --pool pix2pix [--cron ...] [--poll-minutes N]  # team stack
+
+`deploy` registers the retrain flow of this workspace as a deployment on a Prefect work pool
+(pipeline/stack.py starts a server, the pool and workers); a worker of the pool runs it.
 """
 
 from __future__ import annotations
@@ -157,6 +167,75 @@ def promotion_gate(root: str) -> dict:
     return decision.to_dict()
 
 
+class PublishFailed(RuntimeError):
+    """The outputs could not be pushed; the message is one line naming the cause and the fix."""
+
+
+def _last_error(output: str) -> str:
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("ERROR")] or lines or ["no output"]
+    return errors[-1].removeprefix("ERROR:").strip()[:400]
+
+
+def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=env, capture_output=True, text=True)
+
+
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+
+
+def git_tracked_outputs(root: Path) -> list[str]:
+    """dvc.lock, params.yaml and the outputs dvc.yaml keeps out of DVC's cache (cache: false)."""
+    import yaml
+
+    files = ["dvc.lock", "params.yaml"]
+    for stage in (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {}).values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind, []) or []:
+                if isinstance(entry, dict):
+                    files += [path for path, opts in entry.items() if isinstance(opts, dict) and opts.get("cache") is False]
+    return [f for f in files if (root / f).exists()]
+
+
+@task
+def publish(root: str, model: dict | None, commit: bool = True) -> str:
+    """dvc push to the default remote, then commit (and git push) what DVC keeps in git.
+    `commit=False` for experiment runs: DVC keeps those as experiments of the current commit
+    (`dvc exp show`; share one with `dvc exp push`), committing would move them out of view."""
+    rootp = Path(root)
+    logger = get_run_logger()
+    notes = []
+    remote = _dvc(rootp, "config", "core.remote").stdout.strip()  # the default remote, "" when none
+    if remote:
+        r = _dvc(rootp, "push")
+        if r.returncode != 0:
+            kept = f"model version {model['version']} of {model['name']} stays registered; " if model else ""
+            raise PublishFailed(f"dvc push to remote '{remote}' failed: {_last_error(r.stdout + r.stderr)}; {kept}"
+                                "the next retrain pushes again once the object store is reachable")
+        notes.append(f"pushed outputs to DVC remote '{remote}'")
+    else:
+        notes.append("no default DVC remote: outputs stay in this workspace")
+    if commit and (rootp / ".git").exists():
+        files = git_tracked_outputs(rootp)
+        _git(rootp, "add", "--", *files)
+        if _git(rootp, "diff", "--cached", "--quiet").returncode != 0:
+            ident = [] if _git(rootp, "config", "user.email").stdout.strip() else ["-c", "user.name=pix2pix retrain", "-c", "user.email=retrain@localhost"]
+            what = f"{model['name']} v{model['version']}" if model else "outputs"
+            r = _git(rootp, *ident, "commit", "-q", "-m", f"retrain: {what}", "--", *files)
+            if r.returncode != 0:
+                raise PublishFailed(f"git commit in {rootp} failed: {_last_error(r.stderr + r.stdout)}")
+            notes.append("committed " + ", ".join(files))
+        if _git(rootp, "rev-parse", "--abbrev-ref", "@{upstream}").returncode == 0:
+            r = _git(rootp, "push", "-q")
+            if r.returncode != 0:
+                raise PublishFailed(f"git push from {rootp} failed: {_last_error(r.stderr + r.stdout)}; the next retrain pushes again")
+            notes.append("git push")
+    logger.info("publish: %s", "; ".join(notes))
+    return "; ".join(notes)
+
+
 def _state(root: Path) -> dict:
     path = root / STATE_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -174,7 +253,9 @@ def retrain(project: str = ".", overrides: dict[str, Any] | None = None, force: 
     with workspace_lock(root):
         fp = fingerprint(str(root), overrides)
         if not force and _state(root).get("fingerprint") == fp:
-            return {"decision": "skipped", "reason": "nothing new: data and params unchanged since the last successful run (force=True retrains anyway)"}
+            published = publish(str(root), _state(root).get("summary", {}).get("model"), commit=not (overrides or run_name))
+            return {"decision": "skipped", "reason": "nothing new: data and params unchanged since the last successful run (force=True retrains anyway)",
+                    "published": published}
         run_pipeline.with_options(retries=retries)(str(root), overrides, run_name)
         card = json.loads((root / "models/export/model_card.json").read_text())
         gate = promotion_gate(str(root))
@@ -188,6 +269,7 @@ def retrain(project: str = ".", overrides: dict[str, Any] | None = None, force: 
             "gate": gate,
         }
         atomic_write_text(root / STATE_FILE, json.dumps({"fingerprint": fp, "summary": summary}, indent=2))
+        summary["published"] = publish(str(root), summary["model"], commit=not (overrides or run_name))
     return summary
 
 
@@ -201,19 +283,35 @@ def _parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
+def deploy(project: Path, name: str, pool: str, cron: str, poll_minutes: int, overrides: dict[str, Any], run_name: str | None) -> str:
+    """Register this workspace's retrain flow on a work pool; its workers run it from here
+    (process workers on machines that see this folder). Returns the deployment's id."""
+    from datetime import timedelta
+
+    from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
+
+    schedules = [CronSchedule(cron=cron)] + ([IntervalSchedule(interval=timedelta(minutes=poll_minutes))] if poll_minutes else [])
+    source = retrain.from_source(source=str(project), entrypoint="pipeline/flows.py:retrain")
+    return str(source.deploy(name=name, work_pool_name=pool, schedules=schedules, build=False, push=False, print_next_steps=False,
+                             parameters={"project": str(project), "overrides": overrides, "run_name": run_name}))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.flows", description="Prefect retraining flows")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one retrain now (Prefect starts a temporary local server if none is set)")
     serve = sub.add_parser("serve", help="serve a scheduled retrain deployment (Ctrl-C or SIGTERM to stop)")
-    for p in (run, serve):
+    dep = sub.add_parser("deploy", help="register a scheduled retrain deployment on a work pool (team stack: PREFECT_API_URL set)")
+    for p in (run, serve, dep):
         p.add_argument("--project", default=".", help="project folder (default: current)")
         p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="params override, as dvc exp run -S")
         p.add_argument("--run-name", help="DVC experiment name for the run")
     run.add_argument("--force", action="store_true", help="retrain even if nothing changed")
-    serve.add_argument("--name", default=DEPLOYMENT, help="deployment name")
-    serve.add_argument("--cron", default="0 3 * * 1", help="retrain schedule (default: Mondays 03:00)")
-    serve.add_argument("--poll-minutes", type=int, default=0, help="also check for new data every N minutes (0: off)")
+    for p in (serve, dep):
+        p.add_argument("--name", default=DEPLOYMENT, help="deployment name")
+        p.add_argument("--cron", default="0 3 * * 1", help="retrain schedule (default: Mondays 03:00)")
+        p.add_argument("--poll-minutes", type=int, default=0, help="also check for new data every N minutes (0: off)")
+    dep.add_argument("--pool", default=os.environ.get("P2P_WORK_POOL", "pix2pix"), help="work pool (default: pix2pix)")
     args = parser.parse_args(argv)
     overrides = _parse_overrides(args.set)
     project = str(Path(args.project).resolve())
@@ -224,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 1
         print(json.dumps(summary, indent=2))
+        return 0
+    if args.command == "deploy":
+        deployment_id = deploy(Path(project), args.name, args.pool, args.cron, args.poll_minutes, overrides, args.run_name)
+        print(f"deployment pix2pix-retrain/{args.name} ({deployment_id}) on work pool {args.pool}: "
+              f"prefect deployment run pix2pix-retrain/{args.name}")
         return 0
     retrain.serve(
         name=args.name,
