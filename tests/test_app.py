@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import copy_workspace, free_port, run_cli, tool_env
+from conftest import copy_workspace, dvc, free_port, run_cli, tool_env, write_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -32,8 +32,9 @@ def site(reproduced, tmp_path_factory):
         pytest.skip("no Chromium installed (apt-get install chromium); the browser test needs it")
     pytest.importorskip("playwright", reason="Playwright is not installed (pip install playwright)")
     project = copy_workspace(reproduced[0], tmp_path_factory.mktemp("app") / "project")
-    r = subprocess.run([sys.executable, "-m", "pipeline.export"], cwd=project, env=tool_env(), capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr  # a second registered version: the challenger
+    # A model trained anew (another seed) is the second registered version: the challenger.
+    write_params(project / "params.yaml", train={"seed": 1})
+    dvc(project, "repro", timeout=600)
     port = free_port()
     log = open(project / "app.log", "w")
     server = subprocess.Popen([sys.executable, "-m", "pipeline.app", "--port", str(port), "--max-megapixels", "1"],

@@ -153,14 +153,19 @@ class Stack:
         return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
     def registry_rows(self, name: str) -> list[tuple[str, int]]:
-        """Model versions straight from the PostgreSQL database behind the tracking server."""
-        import psycopg2
+        """(name, version) of every version of `name`, from the tracking server's registry."""
+        versions = self.mlflow_client().search_model_versions(f"name = '{name}'")
+        return sorted((v.name, int(v.version)) for v in versions)
+
+    def sql(self, database: str, query: str) -> str:
+        """A query straight to the stack's PostgreSQL, with its own client (psql)."""
+        from pipeline.stack import _pg_bin
 
         password = json.loads((self.root / "stack" / "secrets.json").read_text())["postgres_password"]
-        with psycopg2.connect(host="127.0.0.1", port=int(self.settings["P2P_POSTGRES_PORT"]), user="p2p", password=password, dbname="mlflow") as db:
-            with db.cursor() as cur:
-                cur.execute("SELECT name, version FROM model_versions WHERE name = %s ORDER BY version", (name,))
-                return cur.fetchall()
+        r = subprocess.run([_pg_bin("psql"), "-h", "127.0.0.1", "-p", self.settings["P2P_POSTGRES_PORT"], "-U", "p2p", "-d", database,
+                            "-At", "-c", query], env={"PATH": os.environ["PATH"], "PGPASSWORD": password}, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +215,10 @@ def test_strangers_are_refused_and_logged_in_clients_served(stack):
         stack.api("POST", "/work_pools/filter", {}, auth=False)
     assert refused.value.code == 401
     assert [p["name"] for p in stack.api("POST", "/work_pools/filter", {})] == ["pix2pix"]
+    # Both servers keep their state in PostgreSQL: their schemas are there.
+    assert stack.sql("mlflow", "SELECT to_regclass('public.model_versions') IS NOT NULL") == "t"
+    assert stack.sql("prefect", "SELECT to_regclass('public.work_pool') IS NOT NULL") == "t"
+    assert stack.sql("mlflow_auth", "SELECT username FROM users") == "admin"
     status = stack.cli("status").stdout
     assert "login required" in status and "auth string required" in status and "up 2/2" in status
 
