@@ -40,6 +40,21 @@ def _requirements() -> list[str]:
     ]
 
 
+def set_alias(client, name: str, alias: str, version: str, attempts: int = 3) -> None:
+    """Point `alias` at `version`. MLflow's server inserts a new alias after looking it up, so
+    two clients setting the same alias at once can collide (unique-key violation, HTTP 400);
+    the retry finds the alias and updates it."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            client.set_registered_model_alias(name, alias, version)
+            return
+        except MlflowException as e:
+            if attempt == attempts - 1 or "registered_model_alias_pk" not in str(e):
+                raise
+
+
 def registered_before(client, name: str, run_id: str, checkpoint_sha256: str) -> str | None:
     """The version this run already registered for this exact checkpoint (a re-run of the export
     stage, a retried flow), so the registry never holds the same model twice."""
@@ -83,9 +98,9 @@ def register_generator(mlflow, name: str, onnx_path: Path, input_nc: int, output
     version = str(info.registered_model_version)
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value))
-    client.set_registered_model_alias(name, CHALLENGER, version)
+    set_alias(client, name, CHALLENGER, version)
     try:
         client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:  # no champion yet: the first version takes the title
-        client.set_registered_model_alias(name, CHAMPION, version)
+        set_alias(client, name, CHAMPION, version)
     return version

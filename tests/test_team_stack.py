@@ -420,6 +420,8 @@ def test_twenty_concurrent_registry_clients(stack):
     import mlflow
     from mlflow import MlflowClient
 
+    from pipeline.registry import set_alias
+
     mlflow.set_tracking_uri(stack.env["MLFLOW_TRACKING_URI"])  # models:/ URIs resolve through the global registry URI
     source = stack.mlflow_client().get_model_version(MODEL, "1")
     logged_model = source.model_id or source.source.removeprefix("models:/")  # MLflow 3: versions point at a logged model
@@ -431,8 +433,8 @@ def test_twenty_concurrent_registry_clients(stack):
         client = MlflowClient(stack.env["MLFLOW_TRACKING_URI"])
         barrier.wait(timeout=60)
         version = client.create_model_version(name, source.source, run_id=source.run_id, model_id=logged_model).version
-        client.set_registered_model_alias(name, f"client-{i}", version)
-        client.set_registered_model_alias(name, "latest-writer", version)
+        set_alias(client, name, f"client-{i}", version)
+        set_alias(client, name, "latest-writer", version)  # all 20 on one alias: the product's retry
         info = mlflow.models.get_model_info(f"models:/{name}@client-{i}")  # its MLmodel, through the alias and the artifact proxy
         return i, str(version), info.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"]
 
