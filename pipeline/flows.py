@@ -121,14 +121,18 @@ def dvc_command(overrides: dict[str, Any], run_name: str | None) -> list[str]:
     return cmd
 
 
+def _tool_env() -> dict[str, str]:
+    """This environment with this interpreter's folder first on PATH: stages run with our `python`."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 @task(retries=2, retry_delay_seconds=30)
 def run_pipeline(root: str, overrides: dict[str, Any], run_name: str | None) -> None:
     """Run the DVC pipeline, streaming its output into the flow's logs."""
     logger = get_run_logger()
     cmd = dvc_command(overrides, run_name)
     logger.info("running: %s", " ".join(cmd[2:]))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    proc = subprocess.Popen(cmd, cwd=root, env=_tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     tail: list[str] = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -178,8 +182,7 @@ def _last_error(output: str) -> str:
 
 
 def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=env, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=_tool_env(), capture_output=True, text=True)
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess:

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Callable
@@ -79,7 +78,7 @@ def http_ok(url: str, headers: dict[str, str] | None = None, timeout: float = 3)
     try:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as r:
             return 200 <= r.status < 300
-    except (OSError, urllib.error.HTTPError):
+    except OSError:  # refused, timed out, or an HTTP error status (HTTPError is an OSError)
         return False
 
 

@@ -22,7 +22,7 @@ from pix2pix.metrics import per_image_metrics
 
 from .manifest import held_out_split, split_pairs
 from .params import RAW
-from .registry import CHAMPION, CHALLENGER
+from .registry import CHAMPION, CHALLENGER, set_alias
 
 HIGHER_IS_BETTER = {"l1": False, "psnr": True, "ssim": True}
 
@@ -105,7 +105,7 @@ def promote(mlflow, name: str, challenger: str, pairs: list[tuple[Image.Image, I
             else:
                 decision.reason = f"not better by at least {min_improvement}: {shown}"
     if decision.promoted:
-        client.set_registered_model_alias(name, CHAMPION, str(challenger))
-    client.set_registered_model_alias(name, CHALLENGER, str(challenger))
+        set_alias(client, name, CHAMPION, str(challenger))
+    set_alias(client, name, CHALLENGER, str(challenger))
     _tag(client, name, str(challenger), decision)
     return decision
