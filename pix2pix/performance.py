@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 import torch
@@ -62,15 +63,35 @@ def _cpu_has(probe: str, flags: set[str]) -> bool:
         return False
 
 
+# oneDNN's ISA levels as its dnnl_cpu_isa_t bit masks: a level includes every level whose bits
+# it contains. ONEDNN_MAX_CPU_ISA caps what oneDNN dispatches to, whatever the CPU has.
+_ONEDNN_ISA = {
+    "SSE41": 0x1, "AVX": 0x3, "AVX2": 0x7, "AVX2_VNNI": 0xF, "AVX2_VNNI_2": 0x1F,
+    "AVX512_CORE": 0x27, "AVX512_CORE_VNNI": 0x67, "AVX512_CORE_BF16": 0xE7,
+    "AVX10_1_512": 0x1EF, "AVX512_CORE_FP16": 0x1EF, "AVX10_1_512_AMX": 0xFEF,
+    "AVX512_CORE_AMX": 0xFEF, "AVX10_1_512_AMX_FP16": 0x1FEF, "AVX512_CORE_AMX_FP16": 0x1FEF,
+}
+
+
+def _onednn_allows(level: str) -> bool:
+    """False where ONEDNN_MAX_CPU_ISA (DNNL_MAX_CPU_ISA before oneDNN 2) caps oneDNN below
+    `level`: the CPU may have the instructions, but the convolutions will not use them."""
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    if cap not in _ONEDNN_ISA:  # unset, DEFAULT, ALL: no cap
+        return True
+    need = _ONEDNN_ISA[level]
+    return _ONEDNN_ISA[cap] & need == need
+
+
 def amx_tiles() -> bool:
     """Intel AMX (Sapphire Rapids and later): oneDNN's fastest bf16 convolutions, in NHWC."""
-    return _cpu_has("_is_amx_tile_supported", {"amx_tile", "amx_bf16"})
+    return _onednn_allows("AVX512_CORE_AMX") and _cpu_has("_is_amx_tile_supported", {"amx_tile", "amx_bf16"})
 
 
 def native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively: AMX tiles or AVX512-BF16 (oneDNN's bf16
     kernels). Elsewhere bf16 is emulated through fp32 and slower than plain fp32."""
-    return amx_tiles() or _cpu_has("_is_avx512_bf16_supported", {"avx512_bf16"})
+    return amx_tiles() or (_onednn_allows("AVX512_CORE_BF16") and _cpu_has("_is_avx512_bf16_supported", {"avx512_bf16"}))
 
 
 def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
