@@ -1,15 +1,31 @@
-"""Time to quality: wall seconds of training until the validation L1 first reaches a target.
+"""Time to quality: wall seconds of training until the validation quality first reaches a target.
 
-    python benchmarks/time_to_quality.py [--size 128] [--textbook-steps 4000] [--eval-every 200]
+    python benchmarks/time_to_quality.py [--size 128] [--textbook-steps 4000] [--eval-every 200] [--window 3]
 
 Real facades, labels -> photo (needs ../shared/datasets/facades). First the textbook (the
 reference's step, train_speed.py) trains for `--textbook-steps` batch-1 steps (4,000 = 10
-epochs of the 400 training pairs); its test L1 then is the target. Then each of our variants
-trains until its validation L1 (the 100 val pairs) first reaches that target, or until it
-has used the textbook's whole time. The clock counts training only: each evaluation (every
-`--eval-every` steps, eval-mode generator, float32, the same code for every variant) is
-left out. Reported per variant: seconds to target, steps, and test L1 / PSNR / SSIM of the
-model at that moment. Each variant runs in its own process.
+epochs of the 400 training pairs); its quality then is the target: the mean L1 *and* mean SSIM
+of its last `--window` validations (the 100 val pairs, every `--eval-every` images). Then
+each of our variants trains until the mean of its last `--window` validations first meets
+both (L1 at or below, SSIM at or above), or until it has used `--cap` x the textbook's time.
+
+Why both metrics, a window, and the validation split:
+- L1 alone is met by every variant at its first validation on facades (the GAN term trades L1
+  for texture, so L1 barely falls after the first few hundred images), while SSIM keeps rising
+  with training: the pair asks for the textbook's 4,000-step quality, not its first minute's.
+- One validation is a noisy sample of a GAN's quality (the textbook's val SSIM moves between
+  0.19 and 0.24 from one 200-image check to the next late in its run), so a single check
+  crossing the target is mostly luck; a mean of a few consecutive checks is not.
+- The val split scores lower than the test split, so a test-split target checked on val is met
+  at once (the 2026-11-23 run, README). The test split is only scored at the end: the
+  textbook's after its last step, each variant's at the moment it met the target ("SSIM no
+  worse" is checked there).
+
+The clock counts training only: each evaluation (eval-mode generator, float32, the same code
+for every variant) is left out. Each variant runs in its own process, one after another
+(never two at once on the same cores). `--textbook-result` takes the textbook's JSON line from
+an earlier run on the same machine instead of training it again (it takes ~35 minutes on 2
+cores).
 
 Variants:
 - textbook: fp32, batch 1, plain Adam, 4 DataLoader workers (the reference's train.py);
@@ -50,7 +66,21 @@ def _scores(g, folder: Path, size: int) -> dict:
     return {k: round(v, 5) for k, v in means.items()}
 
 
-def run_one(variant: str, size: int, max_steps: int, max_seconds: float, target: float | None, eval_every: int) -> dict:
+def _window_mean(history: list, window: int) -> dict | None:
+    """Mean L1 and SSIM of the last `window` validations ([step, seconds, l1, ssim] rows)."""
+    if len(history) < window:
+        return None
+    tail = history[-window:]
+    return {"l1": round(sum(h[2] for h in tail) / window, 5), "ssim": round(sum(h[3] for h in tail) / window, 5)}
+
+
+def _meets(history: list, window: int, target: dict | None) -> bool:
+    mean = _window_mean(history, window)
+    return target is not None and mean is not None and mean["l1"] <= target["l1"] and mean["ssim"] >= target["ssim"]
+
+
+def run_one(variant: str, size: int, max_steps: int, max_seconds: float, target: dict | None, eval_every: int,
+            window: int) -> dict:
     import torch
 
     from benchmarks.common import FACADES
@@ -74,14 +104,14 @@ def run_one(variant: str, size: int, max_steps: int, max_seconds: float, target:
             runner.step()
         trained += time.perf_counter() - t
         steps += every
-        val = _scores(g, FACADES / "val", size)["l1"]
-        history.append((steps, round(trained, 1), val))
-        print(json.dumps({"variant": variant, "step": steps, "train_s": round(trained, 1), "val_l1": val}), file=sys.stderr, flush=True)
-        if target is not None and val <= target:
+        val = _scores(g, FACADES / "val", size)
+        history.append((steps, round(trained, 1), val["l1"], val["ssim"]))
+        print(json.dumps({"variant": variant, "step": steps, "train_s": round(trained, 1), "val": val}), file=sys.stderr, flush=True)
+        if _meets(history, window, target):
             reached = trained
             break
     return {"variant": variant, "batch": batch, "steps": steps, "images": steps * batch, "train_s": round(trained, 1),
-            "reached_target_s": None if reached is None else round(reached, 1), "history": history,
+            "reached_target_s": None if reached is None else round(reached, 1), "history": history, "val": val,
             "test": _scores(g, FACADES / "test", size)}
 
 
@@ -92,44 +122,53 @@ def main(argv=None) -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--textbook-steps", type=int, default=4000)
     ap.add_argument("--eval-every", type=int, default=200, help="images between validations")
+    ap.add_argument("--window", type=int, default=3, help="validations averaged for the target and for each check")
+    ap.add_argument("--cap", type=float, default=1.0, help="stop a variant after this many x the textbook's time")
+    ap.add_argument("--textbook-result", type=Path, help="the textbook's JSON line from an earlier run on this machine")
     ap.add_argument("--variants", nargs="+", default=["ours", "ours-b4"], choices=[v for v in VARIANTS if v != "textbook"])
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--max-seconds", type=float, help=argparse.SUPPRESS)
-    ap.add_argument("--target", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--target", type=json.loads, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if not (FACADES / "val").is_dir():
         sys.exit(f"error: {FACADES} not found; this benchmark needs the real facades dataset beside the repo")
     if args.one:
-        print(json.dumps(run_one(args.one, args.size, args.max_steps, args.max_seconds, args.target, args.eval_every)))
+        print(json.dumps(run_one(args.one, args.size, args.max_steps, args.max_seconds, args.target, args.eval_every, args.window)))
         return
 
-    def isolated(variant: str, max_steps: int, max_seconds: float, target: float | None) -> dict:
+    def isolated(variant: str, max_steps: int, max_seconds: float, target: dict | None) -> dict:
         cmd = [sys.executable, __file__, "--one", variant, "--size", str(args.size), "--eval-every", str(args.eval_every),
-               "--max-steps", str(max_steps), "--max-seconds", str(max_seconds)] + (["--target", str(target)] if target else [])
+               "--window", str(args.window), "--max-steps", str(max_steps), "--max-seconds", str(max_seconds)] + (["--target", json.dumps(target)] if target else [])
         out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         if out.returncode:
             raise SystemExit(f"{variant} failed")
         return json.loads(out.stdout.strip().splitlines()[-1])
 
     print(f"machine: {machine()}", flush=True)
-    textbook = isolated("textbook", args.textbook_steps, float("inf"), None)
-    target = textbook["test"]["l1"]
-    # The textbook's own time to target, by the same rule (its first validation at or below it).
-    first = next((s for s, _, v in textbook["history"] if v <= target), None)
-    textbook["reached_target_s"] = next((t for s, t, v in textbook["history"] if v <= target), None)
-    print(json.dumps({**textbook, "target_l1": target, "first_step_at_target": first}), flush=True)
+    if args.textbook_result:
+        textbook = json.loads(args.textbook_result.read_text().strip().splitlines()[-1])
+    else:
+        textbook = isolated("textbook", args.textbook_steps, float("inf"), None)
+    history = textbook["history"]
+    target = _window_mean(history, args.window)
+    # The textbook's own first moment that meets its final quality, by the same rule.
+    textbook["reached_target_s"] = next((history[i][1] for i in range(len(history)) if _meets(history[: i + 1], args.window, target)), None)
+    textbook["target_val"] = target
+    print(json.dumps(textbook), flush=True)
     rows = [textbook]
     for variant in args.variants:
-        rows.append(isolated(variant, 10**9, textbook["train_s"], target))
+        rows.append(isolated(variant, 10**9, args.cap * textbook["train_s"], target))
         print(json.dumps(rows[-1]), flush=True)
-    print(f"\ntarget: the textbook's test L1 after {args.textbook_steps} steps = {target}")
+    full = textbook["train_s"]
+    print(f"\ntarget: the textbook's validation quality after {textbook['steps']} steps ({full} s of training), mean of its "
+          f"last {args.window} validations: L1 <= {target['l1']} and SSIM >= {target['ssim']}")
+    print(f"{'variant':9s} | batch | time to target | x textbook {textbook['steps']}-step time | images | test L1 / PSNR / SSIM then")
     for r in rows:
         reached = r["reached_target_s"]
-        ratio = f"x{reached / textbook['train_s']:.2f} of the textbook's {args.textbook_steps}-step time" if reached else "not reached"
-        print(f"  {r['variant']:9s} batch {r['batch']}: {reached} s ({r['images']} images) -> {ratio}; "
-              f"test L1 {r['test']['l1']} PSNR {r['test']['psnr']} SSIM {r['test']['ssim']}")
-
+        ratio = f"{reached / full:.2f}" if reached is not None else f"not reached in {r['train_s']} s"
+        print(f"{r['variant']:9s} | {r['batch']} | {reached} s | {ratio} | {r['images']} | "
+              f"{r['test']['l1']} / {r['test']['psnr']} / {r['test']['ssim']}")
 
 if __name__ == "__main__":
     main()
