@@ -111,7 +111,7 @@ def run_one(variant: str, size: int, max_steps: int, max_seconds: float, target:
             reached = trained
             break
     return {"variant": variant, "batch": batch, "steps": steps, "images": steps * batch, "train_s": round(trained, 1),
-            "reached_target_s": None if reached is None else round(reached, 1), "history": history, "val": val,
+            "reached_target_s": None if reached is None else round(reached, 1), "history": history,
             "test": _scores(g, FACADES / "test", size)}
 
 
@@ -169,6 +169,7 @@ def main(argv=None) -> None:
         ratio = f"{reached / full:.2f}" if reached is not None else f"not reached in {r['train_s']} s"
         print(f"{r['variant']:9s} | {r['batch']} | {reached} s | {ratio} | {r['images']} | "
               f"{r['test']['l1']} / {r['test']['psnr']} / {r['test']['ssim']}")
+
 
 if __name__ == "__main__":
     main()

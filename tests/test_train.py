@@ -270,7 +270,6 @@ def test_cpu_precision_and_layout_follow_the_instruction_set(monkeypatch):
         assert perf.use_channels_last("auto", cpu, None) is False  # fp32 on CPU: NCHW
 
 
-
 def test_onednn_isa_cap_turns_native_bf16_off(monkeypatch):
     """ONEDNN_MAX_CPU_ISA below AVX512_CORE_BF16 means oneDNN emulates bf16: auto stays fp32."""
     from pix2pix import performance as perf
@@ -283,6 +282,7 @@ def test_onednn_isa_cap_turns_native_bf16_off(monkeypatch):
         assert (perf.native_bf16(), perf.amx_tiles()) == (native, amx), cap
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert perf.autocast_dtype("auto", torch.device("cpu")) is None
+
 
 def test_bf16_training_follows_the_float32_run(tmp_path, synthetic_root):
     """The same 4 steps in fp32 and under CPU bf16 autocast: the losses agree to bf16's precision."""
