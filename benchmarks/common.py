@@ -76,7 +76,7 @@ def paired_train_folder(size: int = 256, count: int = 64) -> Path:
     """The real facades train split when ../shared is beside the repo, else generated A|B pairs."""
     if (FACADES / "train").is_dir():
         return FACADES / "train"
-    from pipeline.synthetic import generate
+    from pipeline.data.synthetic import generate
 
     root = Path(tempfile.mkdtemp(prefix="p2p-bench-"))
     generate(root, {"train": count}, size=size, seed=0)

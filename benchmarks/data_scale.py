@@ -120,7 +120,7 @@ def prepare(project: Path, env: dict, source: Path) -> dict:
     row["disk_bytes"] = disk_bytes(project / "data", project / ".dvc/cache")
     row["disk_over_source"] = round(row["disk_bytes"] / src_bytes, 3)
     # the split module alone, outside DVC (what the stage itself costs); same output again
-    seconds, _, _ = measured([sys.executable, "-m", "pipeline.split"], project, env)
+    seconds, _, _ = measured([sys.executable, "-m", "pipeline.stages.split"], project, env)
     pairs = sum(1 for _ in open(project / "data/pairs/manifest.csv")) - 1
     row.update(split_module_s=round(seconds, 2), pairs=pairs, split_pairs_per_s=round(pairs / seconds))
     return row
@@ -146,7 +146,7 @@ def train_rates(project: Path, steps: int, chunk: int = 25) -> dict:
     sys.path.insert(0, str(project))
     import torch
 
-    from pipeline.manifest import read_manifest, split_pairs
+    from pipeline.data.manifest import read_manifest, split_pairs
     from pix2pix import data as data_module
     from pix2pix.config import Config, DataConfig, TrainConfig
     from pix2pix.data import PairedDataset
@@ -194,7 +194,7 @@ def training_rss(project: Path, steps: int) -> dict:
     largest DataLoader worker) over `steps` steps, in a fresh process."""
     code = (
         "import json, resource, sys; sys.path.insert(0, sys.argv[1]);"
-        "from pathlib import Path; from pipeline.manifest import read_manifest, split_pairs;"
+        "from pathlib import Path; from pipeline.data.manifest import read_manifest, split_pairs;"
         "from pix2pix.config import Config, DataConfig, TrainConfig; from pix2pix.data import PairedDataset;"
         "from pix2pix.train import Trainer; p = Path(sys.argv[1]);"
         "pairs = split_pairs(read_manifest(p / 'data/pairs/manifest.csv'), 'train', p / 'data/raw');"

@@ -7,7 +7,7 @@ Trains the default configuration (params.yaml: synthetic 64x64 facades, batch 4,
 its own sqlite store, in alternating order:
 
 - none: no MLflow run;
-- sync: the shipped `pipeline.tracking.MlflowCallback` in a run with system metrics: each
+- sync: the shipped `pipeline.tracking.callback.MlflowCallback` in a run with system metrics: each
   report (every 10 steps) one log_batch on the training thread, the sample grid as an image;
 - async: the same calls with `synchronous=False` (MLflow's asynchronous logging: queued and
   sent by a background thread; flushed before end_run).
@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def run_variant(variant: str, steps: int, data: Path, store: Path) -> dict:
     import mlflow
 
-    from pipeline.params import PipelineConfig
-    from pipeline.tracking import MlflowCallback
+    from pipeline.config import PipelineConfig
+    from pipeline.tracking.callback import MlflowCallback
     from pix2pix.data import PairedDataset
     from pix2pix.train import Trainer
 
@@ -86,8 +86,8 @@ def main(argv=None) -> None:
         print(json.dumps(run_variant(args.variant, args.steps, args.data, args.store)))
         return
 
-    from pipeline.params import PipelineConfig
-    from pipeline.synthetic import generate
+    from pipeline.config import PipelineConfig
+    from pipeline.data.synthetic import generate
 
     print(f"machine: {machine()}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="p2p-tracking-"))

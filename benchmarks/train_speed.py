@@ -159,7 +159,7 @@ class TextbookRunner:
 
 
 class OursRunner:
-    """`Trainer`'s own loader and step, as `pipeline.train` runs them (with `train` overrides)."""
+    """`Trainer`'s own loader and step, as `pipeline.stages.train` runs them (with `train` overrides)."""
 
     def __init__(self, folder: Path, size: int, batch: int, ngf: int | None = None, **train):
         from pix2pix.data import PairedDataset

@@ -1,6 +1,6 @@
 """Screenshot of the model page over a project: python docs/screenshot.py PROJECT OUT.png
 
-Starts `python -m pipeline.app` on PROJECT (its registry and test split), opens it in Debian's
+Starts `python -m pipeline.ops.app` on PROJECT (its registry and test split), opens it in Debian's
 Chromium through Playwright, translates the first test image and saves the page as OUT.png.
 """
 
@@ -20,7 +20,7 @@ def main(project: Path, out: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "pipeline.app", "--port", str(port), "--project", str(project)],
+    server = subprocess.Popen([sys.executable, "-m", "pipeline.ops.app", "--port", str(port), "--project", str(project)],
                               cwd=Path(__file__).resolve().parents[1], start_new_session=True)
     try:
         url = f"http://127.0.0.1:{port}"

@@ -16,7 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .config import SOURCE_KEYS, SWITCH, Config, ConfigError, DataConfig, ModelConfig, TrainConfig, build_section, type_name
-from .errors import Pix2PixError
+from .errors import Pix2PixError, first_line
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 AMP_HELP = "bf16 autocast for checkpoint and TorchScript models: auto = on CUDA and CPUs with native bf16 (ONNX stays float32)"
@@ -61,13 +61,13 @@ def _read_config_file(path: Path) -> dict:
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+            raise ConfigError(f"{path}: not valid YAML ({first_line(e)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected data:, model: and train: sections")
     preset = data.get("preset")
     if preset not in (None, "none"):
         raise ConfigError(f"{path}: preset: {preset} is a pipeline setting the pix2pix CLI does not apply; "
-                          f"write it into the file first (python -m pipeline.presets apply {preset}) or set preset: none")
+                          f"write it into the file first (python -m pipeline.ops.presets apply {preset}) or set preset: none")
     return data
 
 
@@ -104,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)
     from .callbacks import SampleSaver
     from .data import PairedDataset
-    from .train import Trainer
+    from .train import Status, Trainer
 
     train_dir, val_dir = _split_dirs(args.data, args.val)
     train = PairedDataset(train_dir, cfg.data, train=True)
@@ -113,7 +113,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"training on {len(train)} pairs from {train_dir} ({trainer.device}), checkpoints in {args.out}", file=sys.stderr)
     summary = trainer.fit(max_steps=args.max_steps)
     print(json.dumps(summary))
-    return 130 if summary["status"] == "interrupted" else 0
+    return 130 if summary["status"] is Status.INTERRUPTED else 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from .errors import ConfigError
 
-__all__ = ["Config", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "build_section", "option"]
+__all__ = ["Config", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "build_section", "option", "require"]
 
 DIRECTIONS = ("AtoB", "BtoA")
 PREPROCESS = ("resize_and_crop", "crop", "resize", "none")
@@ -39,7 +39,8 @@ def option(default: Any, help: str, choices: tuple | None = None, **metadata: An
     return field(default=default, metadata=meta)
 
 
-def _check(ok: bool, key: str, message: str) -> None:
+def require(ok: bool, key: str, message: str) -> None:
+    """A ConfigError naming `key` unless `ok`."""
     if not ok:
         raise ConfigError(f"{key}: {message}")
 
@@ -71,14 +72,14 @@ class DataConfig:
     def validate(self) -> "DataConfig":
         s = "data"
         check_choices(self, s)
-        _check(
+        require(
             self.crop_size >= 32 and _is_power_of_two(self.crop_size),
             f"{s}.crop_size",
             f"got {self.crop_size!r}; use a power of two >= 32 (e.g. 64, 128, 256)",
         )
-        _check(self.load_size > 0, f"{s}.load_size", f"got {self.load_size!r}; use a positive integer")
+        require(self.load_size > 0, f"{s}.load_size", f"got {self.load_size!r}; use a positive integer")
         if self.preprocess in ("resize_and_crop", "crop"):
-            _check(
+            require(
                 self.load_size >= self.crop_size,
                 f"{s}.load_size",
                 f"{self.load_size} is smaller than data.crop_size {self.crop_size}; set load_size >= crop_size",
@@ -101,9 +102,9 @@ class ModelConfig:
         check_choices(self, s)
         for name in ("ngf", "ndf", "n_layers_D"):
             v = getattr(self, name)
-            _check(v > 0, f"{s}.{name}", f"got {v!r}; use a positive integer")
-        _check(0.0 <= self.dropout < 1.0, f"{s}.dropout", f"got {self.dropout!r}; use a value in [0, 1)")
-        _check(self.init_gain > 0, f"{s}.init_gain", f"got {self.init_gain!r}; use a positive number")
+            require(v > 0, f"{s}.{name}", f"got {v!r}; use a positive integer")
+        require(0.0 <= self.dropout < 1.0, f"{s}.dropout", f"got {self.dropout!r}; use a value in [0, 1)")
+        require(self.init_gain > 0, f"{s}.init_gain", f"got {self.init_gain!r}; use a positive number")
         return self
 
 
@@ -143,23 +144,23 @@ class TrainConfig:
             if isinstance(getattr(self, name), bool):  # TrainConfig(amp=True) in code
                 setattr(self, name, "true" if getattr(self, name) else "false")
         check_choices(self, s)
-        _check(self.num_workers == "auto" or isinstance(self.num_workers, int), f"{s}.num_workers",
+        require(self.num_workers == "auto" or isinstance(self.num_workers, int), f"{s}.num_workers",
                f"got {self.num_workers!r}; use auto or an integer >= 0")
         for name in ("epochs", "epochs_decay", "num_workers", "checkpoint_every", "keep_checkpoints"):
             v = getattr(self, name)
             if name == "num_workers" and v == "auto":
                 continue
-            _check(v >= 0, f"{s}.{name}", f"got {v!r}; use an integer >= 0")
-        _check(self.epochs + self.epochs_decay > 0, f"{s}.epochs", "epochs + epochs_decay must be at least 1")
+            require(v >= 0, f"{s}.{name}", f"got {v!r}; use an integer >= 0")
+        require(self.epochs + self.epochs_decay > 0, f"{s}.epochs", "epochs + epochs_decay must be at least 1")
         for name in ("batch_size", "log_every", "sample_every"):
             v = getattr(self, name)
-            _check(v > 0, f"{s}.{name}", f"got {v!r}; use a positive integer")
-        _check(self.lr > 0, f"{s}.lr", f"got {self.lr!r}; use a positive learning rate")
+            require(v > 0, f"{s}.{name}", f"got {v!r}; use a positive integer")
+        require(self.lr > 0, f"{s}.lr", f"got {self.lr!r}; use a positive learning rate")
         for name in ("beta1", "beta2"):
             v = getattr(self, name)
-            _check(0.0 <= v < 1.0, f"{s}.{name}", f"got {v!r}; use a value in [0, 1)")
-        _check(self.lambda_l1 >= 0, f"{s}.lambda_l1", f"got {self.lambda_l1!r}; use a value >= 0")
-        _check(
+            require(0.0 <= v < 1.0, f"{s}.{name}", f"got {v!r}; use a value in [0, 1)")
+        require(self.lambda_l1 >= 0, f"{s}.lambda_l1", f"got {self.lambda_l1!r}; use a value >= 0")
+        require(
             self.device == "auto" or self.device == "cpu" or self.device.startswith(("cuda", "mps")),
             f"{s}.device",
             f"got {self.device!r}; use auto, cpu, cuda or cuda:N",

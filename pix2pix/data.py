@@ -28,7 +28,7 @@ from torchvision.transforms.v2 import functional as TF
 from .config import DataConfig
 from .errors import ImageError
 from .images import (  # noqa: F401 - also the names callers know from here
-    IMAGE_EXTENSIONS, Pair, is_image_file, list_images, match_by_name, open_halves, open_image, to_channels,
+    IMAGE_EXTENSIONS, Pair, combined_half_size, is_image_file, list_images, match_by_name, open_halves, open_image, to_channels,
 )
 
 # Decoded images kept in memory per dataset (uint8); beyond this, images are re-read each time.
@@ -82,13 +82,8 @@ def read_pair(pair: Pair, input_nc: int, output_nc: int, direction: str) -> tupl
 
 def _cut(both: torch.Tensor, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """The A (left) and B (right) halves of a combined image, as their own compact tensors."""
-    h, w = both.shape[-2:]
-    if w != 2 * h:
-        raise ImageError(
-            f"{path}: a combined A|B image must be twice as wide as it is high, got {w}x{h}; "
-            "fix the image or use separate A/ and B/ folders"
-        )
-    return both[..., : w // 2].contiguous(), both[..., w // 2 :].contiguous()
+    half, _ = combined_half_size(path, both.shape[-1], both.shape[-2])
+    return both[..., :half].contiguous(), both[..., half:].contiguous()
 
 
 def resize_uint8(img: torch.Tensor, size: tuple[int, int] | list[int]) -> torch.Tensor:
@@ -100,7 +95,7 @@ def resize_uint8(img: torch.Tensor, size: tuple[int, int] | list[int]) -> torch.
     return TF.pil_to_tensor(pil.resize((w, h), Image.Resampling.BICUBIC))
 
 
-def half_size(pair: Pair) -> tuple[int, int]:
+def pair_half_size(pair: Pair) -> tuple[int, int]:
     """(width, height) of one half, from the manifest when known, else from the file header."""
     if pair.size is not None:
         return pair.size
@@ -161,7 +156,7 @@ class PairedDataset(Dataset):
     def decoded_bytes(self) -> int:
         """Memory the whole dataset takes decoded (uint8), from sizes known or read from headers."""
         channels = self.cfg.input_nc + self.cfg.output_nc
-        return sum(w * h * channels for w, h in map(half_size, self.pairs))
+        return sum(w * h * channels for w, h in map(pair_half_size, self.pairs))
 
     def fits_in_cache(self) -> bool:
         """Whether every decoded pair can stay in memory (then epochs after the first decode nothing)."""

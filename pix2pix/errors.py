@@ -2,7 +2,8 @@
 
 Torch-free on purpose: the CLI and the pipeline catch `Pix2PixError` without importing the
 modules that raise it. Each subclass keeps the built-in base it had (ValueError or
-RuntimeError), so code that caught those still works.
+RuntimeError), so code that caught those still works. The pipeline's own errors (stages,
+the team stack, the flows) derive from these too: one tree, one way to report it.
 """
 
 
@@ -12,6 +13,10 @@ class Pix2PixError(Exception):
 
 class ConfigError(Pix2PixError, ValueError):
     """A configuration value is invalid."""
+
+
+class DeviceUnavailable(ConfigError):
+    """`train.device` names a device this machine does not have."""
 
 
 class ImageError(Pix2PixError, ValueError):
@@ -30,4 +35,8 @@ class TrainingDiverged(Pix2PixError, RuntimeError):
     """A loss became NaN or infinite."""
 
 
-USER_ERRORS = (Pix2PixError,)
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name when it has none): what a
+    one-line report quotes of an error raised by a library."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__

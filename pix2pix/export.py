@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
+from .files import atomic_write_bytes
 from .errors import ExportError
 from .loading import CONFIG_KEY, OnnxGenerator, generator_from_state, load_torchscript
 from .networks import UNetGenerator
@@ -60,7 +61,7 @@ def _max_diff(runner, g: UNetGenerator, inputs: list[torch.Tensor]) -> float:
     return diff
 
 
-def _check(kind: str, path: Path, diff: float, tolerance: float) -> None:
+def _require_parity(kind: str, path: Path, diff: float, tolerance: float) -> None:
     if not diff <= tolerance:
         raise ExportError(f"{path}: {kind} output differs from PyTorch by {diff:.3g} (> {tolerance}); the export is not trustworthy")
 
@@ -78,7 +79,7 @@ def export_torchscript(g: UNetGenerator, config: dict, path: Path | str, toleran
     atomic_write_bytes(path, buffer.getvalue())
     loaded, _, _ = load_torchscript(path)
     diff = _max_diff(loaded, g, inputs)
-    _check("TorchScript", path, diff, tolerance)
+    _require_parity("TorchScript", path, diff, tolerance)
     return {"path": str(path), "max_abs_diff": diff}
 
 
@@ -109,7 +110,7 @@ def export_onnx(g: UNetGenerator, config: dict, path: Path | str, opset: int = 1
     onnx.checker.check_model(model)
     atomic_write_bytes(path, model.SerializeToString())
     diff = _max_diff(OnnxGenerator(path), g, inputs)
-    _check("ONNX", path, diff, tolerance)
+    _require_parity("ONNX", path, diff, tolerance)
     return {"path": str(path), "max_abs_diff": diff, "opset": opset}
 
 

@@ -85,18 +85,24 @@ def to_channels(img: Image.Image, channels: int) -> Image.Image:
     return img.convert("L" if channels == 1 else "RGB")
 
 
+def combined_half_size(path: Path, width: int, height: int) -> tuple[int, int]:
+    """(width, height) of one half of a combined A|B image of the given size, or an ImageError:
+    the one place that says such an image is twice as wide as it is high."""
+    if width != 2 * height:
+        raise ImageError(
+            f"{path}: a combined A|B image must be twice as wide as it is high, got {width}x{height}; "
+            "fix the image or use separate A/ and B/ folders"
+        )
+    return width // 2, height
+
+
 def open_halves(pair: Pair) -> tuple[Image.Image, Image.Image]:
     """The (A, B) images of a pair, upright; a combined A|B image is cut at half its width."""
     if pair.b is not None:
         return open_image(pair.a), open_image(pair.b)
     img = ImageOps.exif_transpose(open_image(pair.a))
-    w, h = img.size
-    if w != 2 * h:
-        raise ImageError(
-            f"{pair.a}: a combined A|B image must be twice as wide as it is high, got {w}x{h}; "
-            "fix the image or use separate A/ and B/ folders"
-        )
-    return img.crop((0, 0, w // 2, h)), img.crop((w // 2, 0, w, h))
+    half, h = combined_half_size(pair.a, *img.size)
+    return img.crop((0, 0, half, h)), img.crop((half, 0, 2 * half, h))
 
 
 def match_by_name(a_dir: Path, b_dir: Path) -> tuple[list[Pair], list[Path]]:

@@ -9,7 +9,9 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from .data import to_image_range
 
-METRIC_NAMES = ("l1", "psnr", "ssim")
+# The one list of test metrics (evaluation, tags, the promotion gate) and which way is better.
+HIGHER_IS_BETTER = {"l1": False, "psnr": True, "ssim": True}
+METRIC_NAMES = tuple(HIGHER_IS_BETTER)
 
 
 def per_image_metrics(fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -103,7 +103,9 @@ def _ignore_stop_signals(worker_id: int) -> None:
 class Trainer:
     """The training loop: data order, checkpoints with exact resume, validation, callbacks.
 
-    `out_dir/last.pt` is the resume point; it is rewritten atomically at the end of every
+    Construction builds everything (device, model, data order, loader) and then restores the
+    position in the schedule: from `out_dir/last.pt` when `resume` and it exists, else from the
+    seed. `out_dir/last.pt` is the resume point; it is rewritten atomically at the end of every
     epoch, every `train.checkpoint_every` steps, on SIGINT/SIGTERM and at `max_steps`.
     """
 
@@ -120,28 +122,54 @@ class Trainer:
         val_images: int = 64,
     ):
         self.cfg = cfg.validate()
-        t = cfg.train
         self.out_dir = Path(out_dir)
         self.train_data, self.val_data = train_data, val_data
+        self.val_images = val_images
         # Under torchrun every rank trains; rank 0 alone reports, validates and checkpoints.
         self.dist = distributed.context()
-        self.device = distributed.setup(self.dist, select_device(t.device))
         self.callbacks = CallbackList(callbacks if self.dist.is_main else ())
         self.progress = progress and self.dist.is_main
-        self.val_images = val_images
-        configure_backends(self.device, t.cudnn_benchmark)
-        if self.device.type == "cpu" and t.retain_memory:
-            retain_freed_memory()
-        if self.device.type == "cpu" and t.flush_denormal:
-            flush_denormals()
-        torch.manual_seed(t.seed)  # network init (identical on every rank) and dropout
+
+        # -- building: device, model, data order and loader --------------------------------
+        self.device = self._prepare_device()
+        torch.manual_seed(cfg.train.seed)  # network init (identical on every rank) and dropout
         self.model = Pix2Pix(cfg, self.device)
-        self.sampler = EpochSampler(len(train_data), seed=t.seed, rank=self.dist.rank, num_replicas=self.dist.world_size)
-        self.num_workers = loader_workers(t.num_workers, train_data)
+        self.sampler = EpochSampler(len(train_data), seed=cfg.train.seed, rank=self.dist.rank, num_replicas=self.dist.world_size)
+        self.num_workers = loader_workers(cfg.train.num_workers, train_data)
+        self.loader = self._build_loader()
+        self.steps_per_epoch = math.ceil(math.ceil(len(train_data) / self.dist.world_size) / cfg.train.batch_size)
+        self.total_epochs = cfg.train.epochs + cfg.train.epochs_decay
+        samples_from = val_data if val_data is not None else train_data
+        self.sample_batch = collate([samples_from[i] for i in range(min(sample_count, len(samples_from)))])
+
+        # -- the position in the schedule, then restoring it ----------------------------------
+        self.epoch, self.batches_done, self.step = 0, 0, 0
+        self.last_losses: dict[str, torch.Tensor] = {}  # of the latest step, named as LOSS_NAMES
+        self.resumed_from: int | None = None  # the step last.pt was restored at, if it was
+        # fit()'s bookkeeping: the step it stops at, the images/s window, the progress bar.
+        self._target = self.total_steps
+        self._window_start, self._window_images = 0.0, 0
+        self._bar: Any = None
+        self._restore(resume)
+        self.model.accelerate(self.dist)
+
+    def _prepare_device(self) -> torch.device:
+        """Join torchrun's process group (if any) and set the backend switches for the device."""
+        t = self.cfg.train
+        device = distributed.setup(self.dist, select_device(t.device))
+        configure_backends(device, t.cudnn_benchmark)
+        if device.type == "cpu" and t.retain_memory:
+            retain_freed_memory()
+        if device.type == "cpu" and t.flush_denormal:
+            flush_denormals()
+        return device
+
+    def _build_loader(self) -> DataLoader:
+        t = self.cfg.train
         if self.num_workers:  # each worker would grow its own cache: decode every item instead
-            train_data.cache_enabled = False
-        self.loader = DataLoader(
-            train_data,
+            self.train_data.cache_enabled = False
+        return DataLoader(
+            self.train_data,
             batch_size=t.batch_size,
             sampler=self.sampler,
             num_workers=self.num_workers,
@@ -153,22 +181,17 @@ class Trainer:
             # resumed run (new iterator mid-epoch) would drift from a straight one.
             generator=torch.Generator().manual_seed(t.seed),
         )
-        per_rank = math.ceil(len(train_data) / self.dist.world_size)
-        self.steps_per_epoch = math.ceil(per_rank / t.batch_size)
-        self.total_epochs = t.epochs + t.epochs_decay
-        self.epoch, self.batches_done, self.step = 0, 0, 0
-        self.last_losses: dict[str, torch.Tensor] = {}  # of the latest step, named as LOSS_NAMES
-        samples_from = val_data if val_data is not None else train_data
-        fixed = [samples_from[i] for i in range(min(sample_count, len(samples_from)))]
-        self.sample_batch = collate(fixed)
+
+    def _restore(self, resume: bool) -> None:
+        """Resume from last.pt when asked and present (weights, optimizers, RNG, position); a
+        fresh run keeps the seeded state. Either way, leftovers of a killed write go first."""
         if self.dist.is_main:
             for stale in self.out_dir.glob(".*.tmp"):  # a kill during a checkpoint write
                 stale.unlink(missing_ok=True)
         if resume and self.last_checkpoint.is_file():
             self.resume_from(self.last_checkpoint)
         if self.dist.enabled:  # different dropout masks on each rank, reproducible on resume
-            torch.manual_seed(t.seed + 7919 * self.dist.rank + self.step)
-        self.model.accelerate(self.dist)
+            torch.manual_seed(self.cfg.train.seed + 7919 * self.dist.rank + self.step)
 
     @property
     def last_checkpoint(self) -> Path:
@@ -207,6 +230,7 @@ class Trainer:
                 )
         self.model.load_training_state(state)
         self.epoch, self.batches_done, self.step = state["epoch"], state["batches_done"], state["step"]
+        self.resumed_from = self.step
         set_rng_state(state["rng"])
 
     def _rotate_epoch_checkpoint(self) -> None:
@@ -258,6 +282,7 @@ class Trainer:
         target = self.total_steps if max_steps is None else min(max_steps, self.total_steps)
         self._target = target
         self._window_start, self._window_images = time.perf_counter(), 0
+        start_step = self.step
         self._announce_start()
         self._bar = self._progress_bar()
         self.model.train()
@@ -265,7 +290,7 @@ class Trainer:
             status = self._train_until(target, stop)
             self.save()
         self._bar.close()
-        return self._finish(status)
+        return self._finish(status, start_step)
 
     def _announce_start(self) -> None:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -346,11 +371,12 @@ class Trainer:
         self.save()
         self._rotate_epoch_checkpoint()
 
-    def _finish(self, status: Status) -> dict[str, Any]:
+    def _finish(self, status: Status, start_step: int) -> dict[str, Any]:
         if self.dist.is_main:
             self.callbacks.on_samples(self.step, self.sample_grid())
         summary = {
-            "status": status.value,
+            "status": status,  # a Status (a str enum: JSON and "finished" == Status.FINISHED hold)
+            "start_step": start_step,
             "step": self.step,
             "epoch": self.epoch,
             "checkpoint": str(self.last_checkpoint),

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """train/val/test folders of 32x32-per-half A|B synthetic facades."""
-    from pipeline.synthetic import generate
+    from pipeline.data.synthetic import generate
 
     root = tmp_path_factory.mktemp("synthetic")
     generate(root, {"train": 6, "val": 2, "test": 3}, size=32, seed=0)

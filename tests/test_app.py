@@ -37,7 +37,7 @@ def site(reproduced, tmp_path_factory):
     dvc(project, "repro", timeout=600)
     port = free_port()
     log = open(project / "app.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "pipeline.app", "--port", str(port), "--max-megapixels", "1"],
+    server = subprocess.Popen([sys.executable, "-m", "pipeline.ops.app", "--port", str(port), "--max-megapixels", "1"],
                               cwd=project, env=tool_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90

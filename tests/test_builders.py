@@ -10,8 +10,8 @@ from PIL import Image
 
 from conftest import tool_env, write_params
 from pipeline import presets
-from pipeline.builders import build_pairs
-from pipeline.params import PairsConfig, config_from_dict
+from pipeline.data.builders import build_pairs
+from pipeline.config import PairsConfig, config_from_dict
 from pix2pix.config import ConfigError, build_section
 
 
@@ -142,7 +142,7 @@ def test_a_preset_replaces_the_defaults_but_not_what_the_user_set():
 def test_presets_apply_writes_params_yaml_keeping_comments(tmp_path):
     params = write_params(tmp_path / "params.yaml")
     params.write_text("# my comment\n" + params.read_text())
-    r = subprocess.run([sys.executable, "-m", "pipeline.presets", "apply", "edges2shoes"], cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-m", "pipeline.ops.presets", "apply", "edges2shoes"], cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     import yaml
 
@@ -150,7 +150,7 @@ def test_presets_apply_writes_params_yaml_keeping_comments(tmp_path):
     written = yaml.safe_load(text)
     assert text.startswith("# my comment\n")
     assert written["data"]["source"] == "edges2shoes" and written["train"]["batch_size"] == 4 and written["preset"] == "none"
-    r = subprocess.run([sys.executable, "-m", "pipeline.presets", "apply", "nope"], cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-m", "pipeline.ops.presets", "apply", "nope"], cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "unknown preset 'nope'" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -186,7 +186,7 @@ def test_colorization_builder_end_to_end_with_dvc_repro(tmp_path):
 
 
 def test_every_stage_sees_the_preset_through_load_config(tmp_path):
-    from pipeline.params import load_config
+    from pipeline.config import load_config
 
     path = write_params(tmp_path / "params.yaml", preset="colorization")
     config = load_config(path)

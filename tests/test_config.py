@@ -6,15 +6,34 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from pipeline.params import PipelineConfig, config_from_dict, load_config
+from pipeline.config import PipelineConfig, config_from_dict, load_config
+from pipeline.tracking.promotion import PromotionConfig, gate_settings
 from pix2pix.cli import _config_from_args, build_parser, main
 from pix2pix.config import ConfigError, build_section, option
 
 
 def test_the_shipped_params_yaml_spells_out_exactly_the_defaults():
     shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
+    gate = shipped.pop("promotion")  # the gate's section, with the gate's own schema
     assert build_section(PipelineConfig, shipped, "").to_dict() == PipelineConfig().to_dict()
-    assert load_config(ROOT / "params.yaml") == PipelineConfig()
+    assert load_config(ROOT / "params.yaml") == PipelineConfig(promotion=gate)
+    assert gate_settings(gate) == PromotionConfig()
+
+
+@pytest.mark.parametrize(
+    "section,expected",
+    [
+        ({"metric": "fid"}, "promotion.metric: got 'fid'; choose one of l1, psnr, ssim"),
+        ({"metirc": "l1"}, "promotion.metirc: unknown key"),
+        ({"min_improvement": "a lot"}, "promotion.min_improvement: got 'a lot'"),
+    ],
+)
+def test_the_gates_section_is_read_strictly_by_the_gate(section, expected):
+    with pytest.raises(ConfigError) as e:
+        gate_settings(config_from_dict({"promotion": section}).promotion)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="promotion: got 3"):
+        config_from_dict({"promotion": 3})
 
 
 @pytest.mark.parametrize(
@@ -24,7 +43,6 @@ def test_the_shipped_params_yaml_spells_out_exactly_the_defaults():
         ({"data": {"synthetic": {"sise": 3}}}, "data.synthetic.sise: unknown key"),
         ({"evaluate": {"grid": 3}}, "evaluate.grid: unknown key"),
         ({"export": {"formats": ["onnx", "tflite"]}}, "export.formats"),
-        ({"promotion": {"metric": "fid"}}, "promotion.metric: got 'fid'; choose one of l1, psnr, ssim"),
         ({"train": {"epochs": 2.5}}, "train.epochs: got 2.5; expected a value of type int"),
         ({"data": {"flip": "maybe"}}, "data.flip: got 'maybe'"),
         ({"data": {"split": {"val": 0.6, "test": 0.5}}}, "data.split"),
@@ -74,4 +92,4 @@ def test_cli_config_file_is_strict_and_reads_the_pipelines_params_yaml(tmp_path,
     assert f"{bad}: train.epochz: unknown key" in err and err.count("\n") == 1
     bad.write_text("preset: facades\n")
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--config", str(bad)]) == 2
-    assert "pipeline.presets apply facades" in capsys.readouterr().err
+    assert "pipeline.ops.presets apply facades" in capsys.readouterr().err

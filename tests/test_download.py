@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 
 from conftest import RangeServer, write_params
-from pipeline import download
-from pipeline.download import fetch, materialise, safe_extract
-from pipeline.params import SyntheticConfig
-from pipeline.params import StageError
+from pipeline.stages import download
+from pipeline.stages.download import fetch, materialise, safe_extract
+from pipeline.config import SyntheticConfig
+from pipeline.stage import StageError
 
 
 def _image_bytes(w=64, h=32, color=(10, 200, 30)):

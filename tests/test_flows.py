@@ -38,7 +38,7 @@ def _champion(project):
 
 
 def test_first_retrain_runs_the_pipeline_and_crowns_the_registered_model(project):
-    from pipeline.flows import retrain
+    from pipeline.ops.flows import retrain
 
     summary = retrain(project=str(project), retries=0)  # dvc repro: up to date after the shared run
     assert summary["decision"] == "promoted" and summary["model"] == {"name": "pix2pix-synthetic", "version": "1"}
@@ -47,7 +47,7 @@ def test_first_retrain_runs_the_pipeline_and_crowns_the_registered_model(project
 
 
 def test_nothing_new_is_skipped(project):
-    from pipeline.flows import retrain
+    from pipeline.ops.flows import retrain
 
     summary = retrain(project=str(project), retries=0)
     assert summary["decision"] == "skipped" and "nothing new" in summary["reason"]
@@ -56,7 +56,7 @@ def test_nothing_new_is_skipped(project):
 def test_override_run_goes_through_the_gate(project):
     """An experiment run with overrides registers version 2 as challenger; the gate (asked for
     an improvement no model can make) keeps version 1 as champion and says why."""
-    from pipeline.flows import retrain
+    from pipeline.ops.flows import retrain
 
     summary = retrain(project=str(project), overrides={"train.epochs_decay": 3, "promotion.min_improvement": 1000.0}, run_name="longer", retries=0)
     assert summary["model"]["version"] == "2" and summary["decision"] == "kept champion"
@@ -73,7 +73,7 @@ def test_override_run_goes_through_the_gate(project):
 
 
 def test_failed_run_never_moves_an_alias(project):
-    from pipeline.flows import retrain
+    from pipeline.ops.flows import retrain
 
     client, before = _champion(project)
     challenger = str(client.get_model_version_by_alias("pix2pix-synthetic", "challenger").version)
@@ -86,7 +86,7 @@ def test_failed_run_never_moves_an_alias(project):
 
 
 def test_a_second_retrain_on_the_same_workspace_is_refused(project):
-    from pipeline.flows import RetrainBusy, retrain, workspace_lock
+    from pipeline.ops.flows import RetrainBusy, retrain, workspace_lock
 
     with workspace_lock(project):
         with pytest.raises(RetrainBusy, match="another retrain is already running"):

@@ -24,7 +24,7 @@ def server(tmp_path_factory):
 
 
 def run_stage(project, stage, **env):
-    r = subprocess.run([sys.executable, "-m", f"pipeline.{stage}"], cwd=project, env=_env(**env), capture_output=True, text=True, timeout=600)
+    r = subprocess.run([sys.executable, "-m", f"pipeline.stages.{stage}"], cwd=project, env=_env(**env), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, f"{stage} failed:\n{r.stdout}\n{r.stderr}"
     return r
 
@@ -105,7 +105,7 @@ def test_unreachable_tracking_server_does_not_lose_training(tmp_path):
 
 
 def test_default_store_is_an_absolute_sqlite_file_in_the_project(tmp_path, monkeypatch):
-    from pipeline import tracking
+    from pipeline.tracking import run as tracking
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     exp_copy = tmp_path / ".dvc" / "tmp" / "exps" / "tmpabc"
@@ -116,20 +116,20 @@ def test_default_store_is_an_absolute_sqlite_file_in_the_project(tmp_path, monke
     other = tmp_path / "elsewhere"
     monkeypatch.chdir(other.parent)
     assert tracking.tracking_uri(exp_copy) == tracking.tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
-    from pipeline.params import dataset_name
+    from pipeline.data.sources import dataset_name
 
     assert dataset_name("../shared/datasets/facades/") == "facades"
     assert dataset_name("https://x.org/data/My_Maps.tar.gz") == "my-maps"
 
 
 def test_model_page_api_works_against_the_tracking_server(server, tracked_project, monkeypatch):
-    """The page's API (pipeline.app) over a tracking server instead of the sqlite default."""
+    """The page's API (pipeline.ops.app) over a tracking server instead of the sqlite default."""
     import io
 
     from fastapi.testclient import TestClient
     from PIL import Image
 
-    from pipeline.app import create_app
+    from pipeline.ops.app import create_app
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
     client = TestClient(create_app(tracked_project, max_megapixels=1))

@@ -94,7 +94,7 @@ def test_metrics_and_params_commands(project):
     quantities = {"G_GAN", "G_L1", "D_real", "D_fake", "lr", "images_per_sec", "epoch", "val_l1", "val_psnr", "val_ssim"}
     assert {p.rsplit("/", 1)[-1].removesuffix(".tsv") for p in plots} == quantities  # one plot each
     # Offline rendering to PNG (dvc's own HTML needs a CDN).
-    r = subprocess.run([sys.executable, "-m", "pipeline.plots"], cwd=project, env=tool_env(), capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "pipeline.ops.plots"], cwd=project, env=tool_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     pngs = sorted(p.name for p in (project / "reports/plots").glob("*.png"))
     assert pngs == sorted(f"{q}.png" for q in quantities)
@@ -173,7 +173,7 @@ def test_a_killed_training_resumes_on_the_next_repro(project):
     killed = None
     while time.time() < deadline and proc.poll() is None:
         # DVC runs the stage through a shell: kill the shell and the python under it.
-        train = [p for p in psutil.Process(proc.pid).children(recursive=True) if "pipeline.train" in _cmdline(p)]
+        train = [p for p in psutil.Process(proc.pid).children(recursive=True) if "pipeline.stages.train" in _cmdline(p)]
         if train and _checkpoint_of_this_run(project, epochs=25):
             for p in train:
                 p.kill()  # SIGKILL: no chance to save anything more

@@ -53,7 +53,7 @@ def test_scheduled_deployment_runs_to_completion(tmp_path, reproduced):
                 return False
 
         _wait(healthy, 120, "the Prefect server")
-        serve = subprocess.Popen([sys.executable, "-m", "pipeline.flows", "serve", "--project", str(project), "--name", "nightly",
+        serve = subprocess.Popen([sys.executable, "-m", "pipeline.ops.flows", "serve", "--project", str(project), "--name", "nightly",
                                   "--cron", "0 3 * * 1"], cwd=project, env=env, stdout=open(logs / "serve.log", "w"), stderr=subprocess.STDOUT)
 
         def prefect(*args):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.promotion import promote
+from pipeline.tracking.promotion import promote
 
 
 class Identity(mlflow.pyfunc.PythonModel):

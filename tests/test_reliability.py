@@ -120,21 +120,20 @@ def test_disk_full_during_export_keeps_the_previous_export(tmp_path, synthetic_r
         ("train", {"epochz": 3}, "train.epochz: unknown key"),
         ("train", {"channels_last": "sometimes"}, "train.channels_last"),
         ("evaluate", {"grid_images": 0}, "evaluate.grid_images"),
-        ("promotion", {"metrc": "l1"}, "promotion.metrc: unknown key"),
     ],
 )
 @pytest.mark.parametrize("stage", ["download", "train", "export"])
 def test_malformed_params_give_one_line_naming_the_key(tmp_path, monkeypatch, capsys, stage, section, values, expected):
     """Every stage refuses bad params before doing anything, in one line (in-process: the same
-    code path as `python -m pipeline.STAGE`, see test_invalid_yaml for a real process)."""
+    code path as `python -m pipeline.stages.STAGE`, see test_invalid_yaml for a real process)."""
     import importlib
 
-    from pipeline.params import run_stage
+    from pipeline.stage import run_stage
 
     write_params(tmp_path / "params.yaml", **{section: values})
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as e:
-        run_stage(importlib.import_module(f"pipeline.{stage}").main)
+        run_stage(importlib.import_module(f"pipeline.stages.{stage}").main)
     err = capsys.readouterr().err
     assert e.value.code == 1 and expected in err and err.strip().count("\n") == 0
     assert not (tmp_path / "data").exists() and not (tmp_path / "models").exists()  # nothing was written
@@ -143,7 +142,7 @@ def test_malformed_params_give_one_line_naming_the_key(tmp_path, monkeypatch, ca
 @pytest.mark.slow
 def test_invalid_yaml_is_a_clear_error(tmp_path):
     (tmp_path / "params.yaml").write_text("data:\n  source: [unclosed\n")
-    r = subprocess.run([sys.executable, "-m", "pipeline.download"], cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "pipeline.stages.download"], cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "params.yaml: not valid YAML" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -154,7 +153,7 @@ def test_only_bad_images_fail_the_split_stage_with_a_summary(tmp_path):
     raw.mkdir(parents=True)
     (raw / "a.jpg").write_bytes(b"")
     (raw / "b.png").write_text("text")
-    r = subprocess.run([sys.executable, "-m", "pipeline.split"], cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "pipeline.stages.split"], cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "no usable image pairs (2 rejected" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -168,8 +167,8 @@ def test_tracking_server_dying_mid_run_does_not_stop_training(tmp_path):
         write_params(project / "params.yaml", train={"epochs": 60, "epochs_decay": 0})
         env = tool_env(MLFLOW_TRACKING_URI=server.uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="3")
         for stage in ("download", "split"):
-            subprocess.run([sys.executable, "-m", f"pipeline.{stage}"], cwd=project, env=env, check=True, capture_output=True)
-        train = subprocess.Popen([sys.executable, "-m", "pipeline.train"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            subprocess.run([sys.executable, "-m", f"pipeline.stages.{stage}"], cwd=project, env=env, check=True, capture_output=True)
+        train = subprocess.Popen([sys.executable, "-m", "pipeline.stages.train"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         run_file = project / "models/checkpoints/mlflow_run.json"
         while not run_file.is_file() and train.poll() is None:
             time.sleep(0.1)

@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from conftest import write_params
-from pipeline import split
-from pipeline.hashing import sha256
-from pipeline.manifest import read_manifest, split_pairs
-from pipeline.params import StageError
+from pipeline.stages import split
+from pipeline.data.hashing import sha256
+from pipeline.data.manifest import read_manifest, split_pairs
+from pipeline.stage import StageError
 from pix2pix.data import read_pair
 
 

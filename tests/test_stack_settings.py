@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from conftest import tool_env
-from pipeline.stack import Settings, StackError, auth_credentials, client_env, postgres_url
+from pipeline.ops.stack.settings import Settings, StackError, auth_credentials, client_env, postgres_url
 
 CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING")
 
@@ -63,6 +63,6 @@ def test_up_refuses_before_starting_anything(tmp_path):
     env = tool_env(P2P_STACK_DIR=str(tmp_path / "stack"), P2P_STACK_HOST="0.0.0.0")
     for key in CREDENTIALS:
         env.pop(key, None)
-    r = subprocess.run([sys.executable, "-m", "pipeline.stack", "up"], env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-m", "pipeline.ops.stack", "up"], env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and r.stderr.startswith("error: authentication is on (P2P_STACK_HOST=0.0.0.0") and len(r.stderr.splitlines()) == 1
     assert not (tmp_path / "stack" / "state.json").exists()

@@ -4,7 +4,7 @@ import numpy as np
 
 from PIL import Image
 
-from pipeline.synthetic import CLASSES, facade, generate
+from pipeline.data.synthetic import CLASSES, facade, generate
 
 
 def _digest(folder):

@@ -1,6 +1,6 @@
 """The team stack for real, on 127.0.0.1: PostgreSQL, moto (S3), an MLflow tracking server
 on PostgreSQL with artifacts in the bucket, a Prefect server on PostgreSQL with a process work
-pool and two workers, all started by `python -m pipeline.stack up` with authentication on.
+pool and two workers, all started by `python -m pipeline.ops.stack up` with authentication on.
 Workspaces are tiny projects; retrains are deployment runs that the pool's workers execute.
 
 The tests share one stack (module fixture) and run in file order; the last one stops and
@@ -36,7 +36,7 @@ MODEL = "pix2pix-synthetic"
 
 
 def _postgres_missing() -> str | None:
-    from pipeline.stack import StackError, _pg_bin
+    from pipeline.ops.stack.services import StackError, _pg_bin
 
     try:
         _pg_bin("initdb")
@@ -70,7 +70,7 @@ class Stack:
         return self.pg_parent / "data"
 
     def cli(self, *args: str, timeout: float = 400, check: bool = True) -> subprocess.CompletedProcess:
-        r = subprocess.run([sys.executable, "-m", "pipeline.stack", *args], env=tool_env(**self.settings), capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run([sys.executable, "-m", "pipeline.ops.stack", *args], env=tool_env(**self.settings), capture_output=True, text=True, timeout=timeout)
         if check:
             assert r.returncode == 0, f"stack {' '.join(args)}:\n{r.stdout}\n{r.stderr}\n{self.logs()}"
         return r
@@ -127,14 +127,14 @@ class Stack:
         pytest.fail(f"flow run {run_id} not finished after {timeout} s (state {run['state_type']})\n{self.logs()}")
 
     def deploy(self, project: Path, name: str) -> None:
-        r = subprocess.run([sys.executable, "-m", "pipeline.flows", "deploy", "--project", str(project), "--name", name],
+        r = subprocess.run([sys.executable, "-m", "pipeline.ops.flows", "deploy", "--project", str(project), "--name", name],
                            cwd=project, env=self.client_env(), capture_output=True, text=True, timeout=180)
         assert r.returncode == 0, r.stdout + r.stderr
 
     def workspace(self, name: str, **params) -> Path:
         """A tiny project, git-committed, whose default DVC remote is the stack's bucket."""
         project = make_project(self.root / name, **params)
-        r = subprocess.run([sys.executable, "-m", "pipeline.stack", "connect", "--project", str(project)], env=self.client_env(),
+        r = subprocess.run([sys.executable, "-m", "pipeline.ops.stack", "connect", "--project", str(project)], env=self.client_env(),
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout + r.stderr
         return project
@@ -159,7 +159,7 @@ class Stack:
 
     def sql(self, database: str, query: str) -> str:
         """A query straight to the stack's PostgreSQL, with its own client (psql)."""
-        from pipeline.stack import _pg_bin
+        from pipeline.ops.stack.services import _pg_bin
 
         password = json.loads((self.root / "stack" / "secrets.json").read_text())["postgres_password"]
         r = subprocess.run([_pg_bin("psql"), "-h", "127.0.0.1", "-p", self.settings["P2P_POSTGRES_PORT"], "-U", "p2p", "-d", database,
@@ -242,7 +242,7 @@ def test_two_workspaces_one_stack(stack, tmp_path):
     b = tmp_path / "ws-b"
     subprocess.run(["git", "clone", "-q", str(a), str(b)], check=True)
     env = stack.client_env()
-    for cmd in (["pipeline.stack", "connect", "--project", str(b)], ["dvc", "pull", "-q"]):
+    for cmd in (["pipeline.ops.stack", "connect", "--project", str(b)], ["dvc", "pull", "-q"]):
         r = subprocess.run([sys.executable, "-m", *cmd], cwd=b, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stdout + r.stderr
     r = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=b, env=env, capture_output=True, text=True, timeout=300)
@@ -309,7 +309,7 @@ def test_a_killed_worker_crashes_its_run_and_frees_the_workspace(stack):
     psutil.wait_procs(victims, timeout=30)
     run = stack.wait_final(run_id, timeout=300)
     assert run["state_type"] in ("CRASHED", "FAILED"), run["state_type"]
-    from pipeline.flows import workspace_lock
+    from pipeline.ops.flows import workspace_lock
 
     with workspace_lock(e):  # free again: the lock died with the run's process
         pass
@@ -420,7 +420,7 @@ def test_twenty_concurrent_registry_clients(stack):
     import mlflow
     from mlflow import MlflowClient
 
-    from pipeline.registry import set_alias
+    from pipeline.tracking.registry import set_alias
 
     mlflow.set_tracking_uri(stack.env["MLFLOW_TRACKING_URI"])  # models:/ URIs resolve through the global registry URI
     source = stack.mlflow_client().get_model_version(MODEL, "1")

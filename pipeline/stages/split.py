@@ -24,12 +24,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pix2pix.images import list_images, match_by_name, open_image
+from pix2pix.images import combined_half_size, list_images, match_by_name, open_image
 from pix2pix.errors import ImageError
 
-from .hashing import sha256
-from .manifest import COLUMNS
-from .params import PAIRS, RAW, SplitConfig, StageError, load_config, run_stage
+from ..config import SplitConfig, load_config
+from ..data.hashing import sha256
+from ..data.manifest import COLUMNS
+from ..paths import PAIRS, RAW
+from ..stage import StageError, run_stage
 
 SPLITS = ("train", "val", "test")
 MIN_SIDE = 16  # pixels per half; smaller images carry no usable structure
@@ -80,14 +82,11 @@ def _ends_with(path: Path, marker: bytes) -> bool:
     return tail.rstrip(b"\x00\r\n").endswith(marker)
 
 
-def half_size(a: Path, b: Path | None) -> tuple[int, int]:
+def checked_half_size(a: Path, b: Path | None) -> tuple[int, int]:
     """(width, height) of one half of a pair, or raise ImageError with the reason."""
     if b is None:
-        w, h = upright_size(a)
-        if w != 2 * h:
-            raise ImageError(f"{a}: a combined A|B image must be twice as wide as it is high, got {w}x{h}; "
-                             "fix the image or use separate A/ and B/ folders")
-        sizes = {"A": (w // 2, h), "B": (w // 2, h)}
+        half = combined_half_size(a, *upright_size(a))
+        sizes = {"A": half, "B": half}
     else:
         sizes = {"A": upright_size(a), "B": upright_size(b)}
     for side, (w, h) in sizes.items():
@@ -100,7 +99,7 @@ def inspect(job: tuple[Path, Path | None, Path]) -> dict:
     """One pair's manifest fields (status ok), or its rejection (status rejected + path, reason)."""
     a, b, raw = job
     try:
-        w, h = half_size(a, b)
+        w, h = checked_half_size(a, b)
     except ImageError as e:
         text = str(e)
         bad = b if b is not None and text.startswith(f"{b}: ") else a

@@ -27,7 +27,7 @@ from PIL import Image, ImageOps
 from pix2pix.images import is_image_file, open_image
 from pix2pix.errors import ImageError
 
-from .params import PairsConfig
+from ..config import PairsConfig
 
 
 def square(photo: Image.Image, size: int) -> Image.Image:

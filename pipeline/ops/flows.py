@@ -1,48 +1,89 @@
 """Prefect flows: scheduled retraining with a champion/challenger promotion gate.
 
-    python -m pipeline.flows run [--force] [-S train.epochs=50 ...]     # one run, temporary server
-    python -m pipeline.flows serve --cron "0 3 * * 1" [--poll-minutes 30] # scheduled deployment
+    python -m pipeline.ops.flows run [--force] [-S train.epochs=50 ...]     # one run, temporary server
+    python -m pipeline.ops.flows serve --cron "0 3 * * 1" [--poll-minutes 30] # scheduled deployment
 
 `retrain` (1) fingerprints the data source and params and returns "skipped" when nothing
 changed since the last successful run (unless `force`); (2) runs the DVC pipeline
 (`dvc repro`, or `dvc exp run -n NAME -S ...` with overrides) with retries, streaming stage
 output into Prefect's logs; (3) runs the promotion gate on the version the export stage
-registered; (4) publishes: `dvc push` to the workspace's default DVC remote (when it has one),
+registered (registering the export first when it was registered in another tracking store, as
+after a workspace moves to the team server); (4) publishes: `dvc push` to the workspace's default DVC remote (when it has one),
 then (for plain `dvc repro` runs; experiment runs stay DVC experiments) commits dvc.lock,
 params.yaml and the small metrics files DVC keeps in git, and pushes that commit where the
 branch has an upstream, so another machine can `git pull && dvc pull`;
 (5) returns a summary. Only one retrain runs per workspace at a time. A run with nothing new
 still publishes, so a push that failed last time (object store down) is made up.
 
-    python -m pipeline.flows deploy --pool pix2pix [--cron ...] [--poll-minutes N]  # team stack
+    python -m pipeline.ops.flows deploy --pool pix2pix [--cron ...] [--poll-minutes N]  # team stack
 
 `deploy` registers the retrain flow of this workspace as a deployment on a Prefect work pool
-(pipeline/stack.py starts a server, the pool and workers); a worker of the pool runs it.
+(pipeline/ops/stack starts a server, the pool and workers); a worker of the pool runs it.
+
+A user error (a busy workspace, a registry that does not answer, a failed push) ends the flow
+run FAILED with one line naming the cause and the fix, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import subprocess
 import sys
 import urllib.request
-from contextlib import contextmanager
+from contextlib import chdir, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
 from prefect import flow, get_run_logger, task
+from prefect.states import Failed
+
+from pix2pix.errors import Pix2PixError, first_line
+
+# Absolute imports: Prefect workers load this file as a script (the deployment's entrypoint).
+from pipeline.data.sources import OFFICIAL, is_url, official_url
+from pipeline.ops.env import tool_env
+from pipeline.paths import MODEL_CARD
 
 STATE_FILE = ".retrain/state.json"
 LOCK_FILE = ".retrain/lock"
 DEPLOYMENT = "pix2pix-retrain"
 
 
-class RetrainBusy(RuntimeError):
+class RetrainBusy(Pix2PixError, RuntimeError):
     """Another retrain holds this workspace."""
+
+
+class RegistryError(Pix2PixError, RuntimeError):
+    """The tracking server or registry refused the gate; the message names the fix."""
+
+
+class PipelineFailed(Pix2PixError, RuntimeError):
+    """`dvc repro` (or `dvc exp run`) failed; the message ends with its last lines."""
+
+
+def one_line_errors(fn):
+    """A user error (Pix2PixError) ends the task or flow run FAILED with its one-line message
+    as the state's message and no traceback in the logs; the caller still gets the exception
+    (`state.result()` raises it), and a task's retries still apply."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Pix2PixError as e:
+            return Failed(message=str(e), data=e)
+
+    return wrapper
+
+
+def result_of(task_call, *args, **kwargs):
+    """Run a task and return its result; a failed task raises its error here, in the flow."""
+    return task_call(*args, return_state=True, **kwargs).result()
 
 
 @contextmanager
@@ -71,10 +112,8 @@ def _source_fingerprint(source: str, root: Path) -> str:
     """Cheap change detector for the data source (no full download or hashing)."""
     if source == "synthetic":
         return "synthetic"
-    if source.startswith(("http://", "https://")) or "/" not in source and not (root / source).exists():
-        from .download import DEFAULT_BASE_URL, OFFICIAL
-
-        url = f"{os.environ.get('P2P_DATASETS_URL', DEFAULT_BASE_URL)}/{source}.tar.gz" if source in OFFICIAL else source
+    if is_url(source) or "/" not in source and not (root / source).exists():
+        url = official_url(source) if source in OFFICIAL else source
         try:
             with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=20) as r:
                 return f"{url}|{r.headers.get('ETag')}|{r.headers.get('Last-Modified')}|{r.headers.get('Content-Length')}"
@@ -96,13 +135,18 @@ def _source_fingerprint(source: str, root: Path) -> str:
 
 
 @task
+@one_line_errors
 def fingerprint(root: str, overrides: dict[str, Any]) -> str:
-    """Data source + params.yaml + overrides, as one hash."""
-    from .params import load_config
+    """Data source + params.yaml + overrides, as one hash. Reading params.yaml checks it, the
+    gate's section included, before hours of training."""
+    from pipeline.config import load_config
+    from pipeline.tracking.promotion import gate_settings
 
     rootp = Path(root)
     params_text = (rootp / "params.yaml").read_text()
-    source = str(overrides.get("data.source") or load_config(rootp / "params.yaml").data.source)
+    config = load_config(rootp / "params.yaml")
+    gate_settings(config.promotion)
+    source = str(overrides.get("data.source") or config.data.source)
     h = hashlib.sha256()
     for part in (_source_fingerprint(source, rootp), params_text, json.dumps(overrides, sort_keys=True)):
         h.update(part.encode())
@@ -121,18 +165,14 @@ def dvc_command(overrides: dict[str, Any], run_name: str | None) -> list[str]:
     return cmd
 
 
-def _tool_env() -> dict[str, str]:
-    """This environment with this interpreter's folder first on PATH: stages run with our `python`."""
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-
-
 @task(retries=2, retry_delay_seconds=30)
+@one_line_errors
 def run_pipeline(root: str, overrides: dict[str, Any], run_name: str | None) -> None:
     """Run the DVC pipeline, streaming its output into the flow's logs."""
     logger = get_run_logger()
     cmd = dvc_command(overrides, run_name)
     logger.info("running: %s", " ".join(cmd[2:]))
-    proc = subprocess.Popen(cmd, cwd=root, env=_tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    proc = subprocess.Popen(cmd, cwd=root, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     tail: list[str] = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -141,37 +181,54 @@ def run_pipeline(root: str, overrides: dict[str, Any], run_name: str | None) -> 
             logger.info(line)
             tail = (tail + [line])[-5:]
     if proc.wait() != 0:
-        raise RuntimeError(f"pipeline failed (exit {proc.returncode}): {' | '.join(tail)}")
+        raise PipelineFailed(f"pipeline failed (exit {proc.returncode}): {' | '.join(tail)}")
 
 
 @task
+@one_line_errors
 def promotion_gate(root: str) -> dict:
-    """Gate the version this run registered (read from the export stage's model card)."""
-    from .manifest import read_manifest
-    from .params import MANIFEST, RAW, load_config
-    from .promotion import frozen_test_pairs, promote
-    from .tracking import connect
+    """Gate the version the export stage registered, in the tracking store in force. An export
+    registered in another store (the workspace was reproduced before it moved to the team
+    server) is registered in this one first: same files, no retraining."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.config import load_config
+    from pipeline.data.manifest import read_manifest
+    from pipeline.paths import MANIFEST, RAW
+    from pipeline.tracking.promotion import frozen_test_pairs, gate_settings, promote
+    from pipeline.tracking.registry import register_export
+    from pipeline.tracking.run import connect, shown_uri, tracking_uri
 
     rootp = Path(root)
-    card = json.loads((rootp / "models/export/model_card.json").read_text())
-    registered = card.get("registered_model")
-    if not registered:
-        return {"promoted": False, "reason": "no model version was registered (MLflow unavailable during export); nothing to promote"}
-    gate = load_config(rootp / "params.yaml").promotion
-    direction = card["params"]["data"]["direction"]
-    pairs = frozen_test_pairs(read_manifest(rootp / MANIFEST), direction, rootp / RAW)
-    import mlflow
-
+    config = load_config(rootp / "params.yaml")
+    gate = gate_settings(config.promotion)
+    card = json.loads((rootp / MODEL_CARD).read_text())
     saved_uri = os.environ.get("MLFLOW_TRACKING_URI")
-    try:  # the project's own store (its sqlite file when no server is set), whatever the cwd
-        decision = promote(connect(rootp), registered["name"], registered["version"], pairs, gate.metric, gate.min_improvement)
+    store = None
+    try:
+        with chdir(rootp):  # the project's own store and paths, whatever the worker's folder
+            store = shown_uri(tracking_uri())
+            registered = card.get("registered_model")
+            if "onnx" in card["files"] and (not registered or registered.get("tracking_uri") != store):
+                registered = register_export(config, card)  # idempotent: a retried run reuses the version
+                if registered is None:
+                    raise RegistryError(f"could not register {rootp / MODEL_CARD} in {store}: check MLFLOW_TRACKING_URI and that "
+                                        "the tracking server answers, then run the retrain again (the exported files are kept)")
+            if not registered:
+                return {"promoted": False, "reason": "no ONNX export to register (export.formats); nothing to promote", "model": None}
+            pairs = frozen_test_pairs(read_manifest(MANIFEST), card["params"]["data"]["direction"], RAW)
+            decision = promote(connect(), registered["name"], registered["version"], pairs, gate.metric, gate.min_improvement)
+    except MlflowException as e:
+        raise RegistryError(f"the registry at {store} refused the promotion gate ({first_line(e)}); check MLFLOW_TRACKING_URI "
+                            "and the server's permissions, then run the retrain again") from None
     finally:
         mlflow.set_tracking_uri(saved_uri)  # connect() pointed mlflow at this project; do not leak it
     get_run_logger().info("promotion: %s", decision.reason)
-    return decision.to_dict()
+    return {**decision.to_dict(), "model": registered}
 
 
-class PublishFailed(RuntimeError):
+class PublishFailed(Pix2PixError, RuntimeError):
     """The outputs could not be pushed; the message is one line naming the cause and the fix."""
 
 
@@ -182,7 +239,7 @@ def _last_error(output: str) -> str:
 
 
 def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=_tool_env(), capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=tool_env(), capture_output=True, text=True)
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -203,6 +260,7 @@ def git_tracked_outputs(root: Path) -> list[str]:
 
 
 @task
+@one_line_errors
 def publish(root: str, model: dict | None, commit: bool = True) -> str:
     """dvc push to the default remote, then commit (and git push) what DVC keeps in git.
     `commit=False` for experiment runs: DVC keeps those as experiments of the current commit
@@ -245,34 +303,36 @@ def _state(root: Path) -> dict:
 
 
 @flow(name="pix2pix-retrain", log_prints=True)
+@one_line_errors
 def retrain(project: str = ".", overrides: dict[str, Any] | None = None, force: bool = False, run_name: str | None = None, retries: int = 2) -> dict:
     """Retrain when data or params changed, then gate the new model version.
 
     `retries`: how often a failed pipeline run is retried (transient failures)."""
-    from pix2pix.checkpoint import atomic_write_text
+    from pix2pix.files import atomic_write_text
+    from pix2pix.metrics import METRIC_NAMES
 
     root = Path(project).resolve()
     overrides = dict(overrides or {})
     with workspace_lock(root):
-        fp = fingerprint(str(root), overrides)
+        fp = result_of(fingerprint, str(root), overrides)
         if not force and _state(root).get("fingerprint") == fp:
-            published = publish(str(root), _state(root).get("summary", {}).get("model"), commit=not (overrides or run_name))
+            published = result_of(publish, str(root), _state(root).get("summary", {}).get("model"), commit=not (overrides or run_name))
             return {"decision": "skipped", "reason": "nothing new: data and params unchanged since the last successful run (force=True retrains anyway)",
                     "published": published}
-        run_pipeline.with_options(retries=retries)(str(root), overrides, run_name)
-        card = json.loads((root / "models/export/model_card.json").read_text())
-        gate = promotion_gate(str(root))
+        result_of(run_pipeline.with_options(retries=retries), str(root), overrides, run_name)
+        card = json.loads((root / MODEL_CARD).read_text())
+        gate = result_of(promotion_gate, str(root))
         run_info = root / "models/checkpoints/mlflow_run.json"
         summary = {
             "decision": "promoted" if gate["promoted"] else "kept champion",
             "reason": gate["reason"],
             "run_id": json.loads(run_info.read_text())["run_id"] if run_info.is_file() else None,
-            "model": card.get("registered_model"),
-            "metrics": {k: card["eval"][k] for k in ("l1", "psnr", "ssim")} if card.get("eval") else {},
+            "model": gate.pop("model"),  # registered in the store in force
+            "metrics": {k: card["eval"][k] for k in METRIC_NAMES} if card.get("eval") else {},
             "gate": gate,
         }
         atomic_write_text(root / STATE_FILE, json.dumps({"fingerprint": fp, "summary": summary}, indent=2))
-        summary["published"] = publish(str(root), summary["model"], commit=not (overrides or run_name))
+        summary["published"] = result_of(publish, str(root), summary["model"], commit=not (overrides or run_name))
     return summary
 
 
@@ -294,13 +354,13 @@ def deploy(project: Path, name: str, pool: str, cron: str, poll_minutes: int, ov
     from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 
     schedules = [CronSchedule(cron=cron)] + ([IntervalSchedule(interval=timedelta(minutes=poll_minutes))] if poll_minutes else [])
-    source = retrain.from_source(source=str(project), entrypoint="pipeline/flows.py:retrain")
+    source = retrain.from_source(source=str(project), entrypoint="pipeline/ops/flows.py:retrain")
     return str(source.deploy(name=name, work_pool_name=pool, schedules=schedules, build=False, push=False, print_next_steps=False,
                              parameters={"project": str(project), "overrides": overrides, "run_name": run_name}))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.flows", description="Prefect retraining flows")
+    parser = argparse.ArgumentParser(prog="python -m pipeline.ops.flows", description="Prefect retraining flows")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one retrain now (Prefect starts a temporary local server if none is set)")
     serve = sub.add_parser("serve", help="serve a scheduled retrain deployment (Ctrl-C or SIGTERM to stop)")
@@ -321,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         try:
             summary = retrain(project=project, overrides=overrides, force=args.force, run_name=args.run_name)
-        except RetrainBusy as e:
+        except Pix2PixError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
         print(json.dumps(summary, indent=2))

@@ -157,7 +157,7 @@ def generate(out_dir: Path | str, counts: dict[str, int], size: int = 64, seed: 
     """Write `out_dir/<split>/<n>.png` A|B images (A photo, B labels); returns counts written.
 
     `photos_only` writes just the photos (size x size), as ordinary pictures for the pair
-    builders (pipeline/builders.py)."""
+    builders (pipeline/data/builders.py)."""
     out_dir = Path(out_dir)
     written = {}
     for split_index, split in enumerate(SPLITS):

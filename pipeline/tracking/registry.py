@@ -1,9 +1,11 @@
 """The MLflow model registry: one registered model per dataset, versions with aliases.
 
 The export stage registers each trained generator as a new version tagged with its test
-metrics, data fingerprint and git commit. The new version gets the `challenger` alias; the
-very first version of a model also becomes `champion`. Moving `champion` later is the
-promotion gate's job.
+metrics, data fingerprint and git commit, in the tracking store in force. The new version gets
+the `challenger` alias; the very first version of a model also becomes `champion`. Moving
+`champion` later is the promotion gate's job. Registering is idempotent (the checkpoint's
+SHA-256 is a version tag), so the retrain flow registers an export made against another store
+(a workspace moved to the team server) into the current one with the same call.
 """
 
 from __future__ import annotations
@@ -13,11 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
+from pix2pix.metrics import METRIC_NAMES
+
+from ..config import PipelineConfig
+from ..data.hashing import sha256
+from ..data.sources import dataset_name
+from ..paths import CHECKPOINTS, MODEL_CARD
 from . import serving
-from .params import dataset_name
+from .run import git_info, project_root, shared_run, shown_uri, tracking_uri, warn_tracking
 
 SERVING_CODE = Path(serving.__file__)  # the pyfunc model's code, packaged with each version
-LIBRARY = Path(__file__).resolve().parents[1] / "pix2pix"
+LIBRARY = Path(__file__).resolve().parents[2] / "pix2pix"
 CHALLENGER, CHAMPION = "challenger", "champion"
 
 
@@ -104,3 +112,23 @@ def register_generator(mlflow, name: str, onnx_path: Path, input_nc: int, output
     except MlflowException:  # no champion yet: the first version takes the title
         set_alias(client, name, CHAMPION, version)
     return version
+
+
+def register_export(config: PipelineConfig, card: dict) -> dict | None:
+    """Register the export stage's ONNX generator (`card`: its model card) in the current store,
+    in the training run or the run standing in for it; returns the name, version and store,
+    or None when tracking is unavailable (the exported files stay valid either way)."""
+    name = model_name(config.data.source)
+    tags = {"data_fingerprint": card["data_fingerprint"], "checkpoint_sha256": sha256(CHECKPOINTS / "last.pt"), **git_info(project_root())}
+    tags.update({f"test_{k}": v for k, v in (card["eval"] or {}).items() if k in METRIC_NAMES})
+    data = card["params"]["data"]
+    with shared_run(config) as mlflow:
+        if mlflow is None:
+            return None
+        try:
+            mlflow.log_artifact(str(MODEL_CARD), "export")
+            version = register_generator(mlflow, name, Path(card["files"]["onnx"]), data["input_nc"], data["output_nc"], tags)
+        except Exception as e:  # noqa: BLE001 - the exported files on disk stay valid
+            warn_tracking("model registration", e)
+            return None
+    return {"name": name, "version": version, "tracking_uri": shown_uri(tracking_uri())}

@@ -1,5 +1,11 @@
-"""MLflow glue: where runs go, the training callback, and the one run that train, evaluate
-and export share (its id travels in models/checkpoints/mlflow_run.json, a train output).
+"""MLflow runs: where they go, and the one run that train, evaluate and export share (its id
+and store travel in models/checkpoints/mlflow_run.json, a train output).
+
+The store is always the one in force (MLFLOW_TRACKING_URI, else the project's sqlite file).
+When training ran in another store - a workspace reproduced on one machine, then connected
+to the team's tracking server - evaluate and export log into a run of the current store that
+stands in for the training run (tagged with where it was trained), found again by those tags
+on every later stage run, so the model reaches the current registry without retraining.
 
 Tracking never costs a training result: if the tracking server is unreachable at the start
 or goes away during a run, a one-line warning is printed and training carries on, with
@@ -12,19 +18,19 @@ import json
 import os
 import subprocess
 import sys
-import time
+import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
+from pix2pix.errors import first_line
+from pix2pix.files import atomic_write_text
 
-from pix2pix.callbacks import Callback
-from pix2pix.checkpoint import atomic_write_text
-
-from .params import CHECKPOINTS, PipelineConfig
+from ..config import PipelineConfig
+from ..paths import CHECKPOINTS
 
 RUN_FILE = CHECKPOINTS / "mlflow_run.json"
+TRAINED_RUN_TAG, TRAINED_STORE_TAG = "trained_run_id", "trained_in"  # on a stand-in run
 
 
 def _quiet_env() -> None:
@@ -75,9 +81,16 @@ def git_info(root: Path) -> dict[str, str]:
     return {"git_commit": commit, "git_dirty": str(dirty).lower()}
 
 
+def shown_uri(uri: str) -> str:
+    """A tracking URI fit for tags and logs: any user:password in it is left out."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password is None and parts.username is None:
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+
+
 def warn_tracking(what: str, error: BaseException) -> None:
-    first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-    print(f"warning: MLflow {what} failed ({first}); continuing without tracking, results stay on disk", file=sys.stderr)
+    print(f"warning: MLflow {what} failed ({first_line(error)}); continuing without tracking, results stay on disk", file=sys.stderr)
 
 
 def connect(root: Path | None = None):
@@ -149,9 +162,25 @@ def training_run(config: PipelineConfig, tags: dict[str, str], resume: bool) -> 
             end_run(status)
 
 
+def stand_in_run(mlflow, info: dict, experiment_name: str) -> str:
+    """The run of the current store that stands in for a training run of another store
+    (`info`: mlflow_run.json): the one tagged with it, or a new one, made once."""
+    experiment = ensure_experiment(mlflow, experiment_name)
+    trained = {TRAINED_RUN_TAG: info["run_id"], TRAINED_STORE_TAG: shown_uri(info["tracking_uri"])}
+    query = " and ".join(f"tags.{k} = '{v}'" for k, v in trained.items())
+    found = mlflow.search_runs([experiment], filter_string=query, max_results=1, output_format="list")
+    if found:
+        return found[0].info.run_id
+    run = mlflow.MlflowClient().create_run(experiment, tags=trained, run_name=f"evaluated-{info['run_id'][:8]}")
+    print(f"MLflow: training run {info['run_id']} is in {trained[TRAINED_STORE_TAG]}, not in {shown_uri(tracking_uri())}; "
+          f"logging into run {run.info.run_id} there instead", file=sys.stderr)
+    return run.info.run_id
+
+
 @contextmanager
-def shared_run() -> Iterator[Any]:
-    """Reopen the training run (for evaluate/export); yields mlflow, or None if unavailable."""
+def shared_run(config: PipelineConfig) -> Iterator[Any]:
+    """Reopen the training run in the store in force (evaluate, export), or the run that stands
+    in for it there (module docs); yields mlflow, or None when tracking is unavailable."""
     if not RUN_FILE.is_file():
         print(f"warning: {RUN_FILE} missing (training was not tracked); not logging to MLflow", file=sys.stderr)
         yield None
@@ -159,8 +188,12 @@ def shared_run() -> Iterator[Any]:
     info = json.loads(RUN_FILE.read_text())
     try:
         mlflow = connect()
-        mlflow.set_tracking_uri(info["tracking_uri"])
-        mlflow.start_run(run_id=info["run_id"])
+        same_store = info.get("tracking_uri") == tracking_uri()
+        run_id = info["run_id"] if same_store else stand_in_run(mlflow, info, config.dataset)
+        mlflow.start_run(run_id=run_id)
+        if not same_store:
+            values = config.to_dict()
+            mlflow.log_params(flatten({k: values[k] for k in ("data", "model", "train")}))
     except Exception as e:  # noqa: BLE001
         warn_tracking("resume run", e)
         yield None
@@ -169,85 +202,3 @@ def shared_run() -> Iterator[Any]:
         yield mlflow
     finally:
         end_run()
-
-
-class MlflowCallback(Callback):
-    """Streams the trainer's reports into the active MLflow run. A tracking outage never stops
-    training: while the server is unreachable (restarted, redeployed) metrics are kept in
-    memory and sent, in order, once it answers again; sample images of that time are skipped.
-    After `outage_limit_s` seconds without an answer, tracking is given up for this run."""
-
-    RETRY_EVERY_S = 5.0  # while down, try again at most this often (each try costs MLflow's HTTP retries)
-
-    def __init__(self, mlflow, outage_limit_s: float | None = None):
-        self.mlflow = mlflow
-        self.outage_limit_s = float(os.environ.get("P2P_TRACKING_OUTAGE_S", 900)) if outage_limit_s is None else outage_limit_s
-        self.pending: list[tuple[dict[str, float], int]] = []
-        self.down_since: float | None = None
-        self.last_try = 0.0
-
-    def _call(self, what: str, fn, *args, **kwargs) -> None:
-        if self.mlflow is None:
-            return
-        try:
-            fn(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001 - a tracking outage never stops training
-            warn_tracking(what, e)
-            self.mlflow = None
-
-    def _log(self, metrics: dict[str, float], step: int) -> None:
-        if self.mlflow is not None:
-            self.pending.append((dict(metrics), step))
-            self._flush()
-
-    def _flush(self, force: bool = False) -> None:
-        """Send the pending reports in order; on failure keep them (see the class docs)."""
-        now = time.monotonic()
-        if self.mlflow is None or not self.pending or (self.down_since is not None and not force and now - self.last_try < self.RETRY_EVERY_S):
-            return
-        self.last_try = now
-        try:
-            while self.pending:
-                self.mlflow.log_metrics(self.pending[0][0], step=self.pending[0][1])
-                self.pending.pop(0)
-        except Exception as e:  # noqa: BLE001
-            if self.down_since is None:
-                self.down_since = now
-                first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-                print(f"warning: MLflow unreachable ({first}); training goes on, metrics are kept and sent when it answers", file=sys.stderr)
-            elif now - self.down_since > self.outage_limit_s:
-                warn_tracking(f"logging (unreachable for {now - self.down_since:.0f} s, {len(self.pending)} reports dropped)", e)
-                self.mlflow, self.pending = None, []
-            return
-        if self.down_since is not None:
-            print(f"MLflow reachable again after {now - self.down_since:.0f} s: buffered metrics sent", file=sys.stderr)
-            self.down_since = None
-
-    def on_train_start(self, info):
-        if self.mlflow is None:
-            return
-        self._call("log_params", self.mlflow.log_params, {"params_G": info["params_G"], "params_D": info["params_D"], "train_size": info["train_size"], "val_size": info["val_size"]})
-        self._call("set_tags", self.mlflow.set_tags, {"device": info["device"], "precision": info["amp_dtype"]})
-
-    # Synchronous on purpose: one log_batch per report (every train.log_every steps) measured
-    # -0.6% against no tracking over 450 default steps, while MLflow's asynchronous logging
-    # (synchronous=False: a background thread) measured +12.8% on 2 cores
-    # (benchmarks/tracking_overhead.py). System metrics: MLflow's 10 s sampling interval.
-    def on_step(self, step, logs):
-        self._log(logs, step)
-
-    def on_epoch_end(self, epoch, step, metrics):
-        self._log({**metrics, "epoch": epoch}, step)
-
-    def on_train_end(self, summary):
-        self._flush(force=True)  # a last try for what an outage held back
-        if self.pending:
-            print(f"warning: MLflow still unreachable at the end of training: {len(self.pending)} metric reports not logged", file=sys.stderr)
-
-    def on_samples(self, step, grid):
-        if self.mlflow is not None and self.down_since is None:
-            image = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-            try:
-                self.mlflow.log_image(image, key="samples", step=step, synchronous=True)
-            except Exception as e:  # noqa: BLE001 - a picture is not worth stopping for
-                print(f"warning: MLflow sample image at step {step} not logged ({str(e).strip()[:200]})", file=sys.stderr)

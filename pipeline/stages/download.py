@@ -1,7 +1,7 @@
 """Stage 1: put a dataset into data/raw/.
 
 `data.source` chooses it:
-- `synthetic` (default): the embedded offline generator (pipeline/synthetic.py);
+- `synthetic` (default): the embedded offline generator (pipeline/data/synthetic.py);
 - an official pix2pix dataset by name (facades, cityscapes, maps, edges2shoes,
   edges2handbags, night2day): downloaded from the public pix2pix location (or the mirror in
   `P2P_DATASETS_URL`), checked for file counts per split and, for facades, per-file SHA-256;
@@ -9,7 +9,7 @@
 - a local folder or archive path.
 
 With `data.pairs.builder` set (grayscale, edges, downscale, noise) the source is read as
-ordinary photos and each becomes an A|B pair whose input is built from it (builders.py).
+ordinary photos and each becomes an A|B pair whose input is built from it (pipeline/data/builders.py).
 
 Downloads stream with a progress bar, retry, and resume from a partial file when the server
 allows ranges. Archives are extracted only if no member escapes the target folder. The new
@@ -29,22 +29,15 @@ from pathlib import Path, PurePosixPath
 
 from pix2pix.images import is_image_file
 
-from . import synthetic
-from .builders import build_pairs
-from .hashing import sha256
-from .params import ARCHIVE_SUFFIXES, RAW, StageError, SyntheticConfig, load_config, run_stage
+from ..config import SyntheticConfig, load_config
+from ..data import synthetic
+from ..data.builders import build_pairs
+from ..data.hashing import sha256
+from ..data.sources import OFFICIAL, is_archive, is_url, official_url
+from ..paths import RAW
+from ..stage import StageError, run_stage
 
-DEFAULT_BASE_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets"
-# Images per split in the official archives; None = split present, count not pinned.
-OFFICIAL = {
-    "facades": {"train": 400, "val": 100, "test": 106},
-    "cityscapes": {"train": 2975, "val": 500},
-    "maps": {"train": 1096, "val": 1098},
-    "edges2shoes": {"train": 49825, "val": 200},
-    "edges2handbags": {"train": 138567, "val": 200},
-    "night2day": {"train": None, "val": None, "test": None},
-}
-CHECKSUMS = Path(__file__).parent / "checksums"
+CHECKSUMS = Path(__file__).parents[1] / "data" / "checksums"
 CACHE = Path("data/.download-cache")
 
 
@@ -90,10 +83,6 @@ def fetch(url: str, dest: Path, retries: int = 4, timeout: float = 60.0, progres
 
 
 # -- archives -------------------------------------------------------------------------------
-def is_archive(path: Path | str) -> bool:
-    return str(path).lower().endswith(ARCHIVE_SUFFIXES)
-
-
 def _unsafe_member(name: str) -> bool:
     p = PurePosixPath(name.replace("\\", "/"))
     return p.is_absolute() or ".." in p.parts or (len(name) > 1 and name[1] == ":")
@@ -163,8 +152,10 @@ def verify_counts(folder: Path, expected: dict[str, int | None], name: str) -> d
 
 
 # -- the stage ------------------------------------------------------------------------------
-def materialise(source: str, target: Path, synthetic_cfg: SyntheticConfig, base_url: str, progress: bool = True, photos_only: bool = False) -> dict:
-    """Fill `target` (an empty folder) from `source`; returns a description for logs."""
+def materialise(source: str, target: Path, synthetic_cfg: SyntheticConfig, base_url: str | None = None, progress: bool = True,
+                photos_only: bool = False) -> dict:
+    """Fill `target` (an empty folder) from `source` (official datasets from `base_url`, default
+    P2P_DATASETS_URL or the public location); returns a description for logs."""
     info: dict = {"source": source}
     if source == "synthetic":
         s = synthetic_cfg
@@ -172,7 +163,7 @@ def materialise(source: str, target: Path, synthetic_cfg: SyntheticConfig, base_
         info["counts"] = synthetic.generate(target, counts, size=s.size, seed=s.seed, photos_only=photos_only)
         return info
     if source in OFFICIAL:
-        url = f"{base_url.rstrip('/')}/{source}.tar.gz"
+        url = official_url(source, base_url)
         archive = fetch(url, CACHE / f"{source}.tar.gz", progress=progress)
         safe_extract(archive, target)
         _flatten_single_folder(target)
@@ -182,7 +173,7 @@ def materialise(source: str, target: Path, synthetic_cfg: SyntheticConfig, base_
             info["checksums_verified"] = verify_checksums(target, sums)
         info["url"] = url
         return info
-    if source.startswith(("http://", "https://", "file://")):
+    if is_url(source) or source.startswith("file://"):
         name = PurePosixPath(urllib.request.url2pathname(source.split("?")[0].split("/")[-1])).name or "dataset.tar.gz"
         if not is_archive(name):
             raise StageError(f"data.source={source}: a URL must point at a .tar.gz, .tgz, .tar or .zip archive")
@@ -206,11 +197,8 @@ def materialise(source: str, target: Path, synthetic_cfg: SyntheticConfig, base_
 
 
 def main() -> None:
-    import os
-
     data = load_config().data
     source = data.source
-    base_url = os.environ.get("P2P_DATASETS_URL", DEFAULT_BASE_URL)
     RAW.parent.mkdir(parents=True, exist_ok=True)
     staging = RAW.with_name(RAW.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)
@@ -221,10 +209,10 @@ def main() -> None:
         if pairs.enabled:  # the source is ordinary photos: fetch them, then build A|B pairs
             shutil.rmtree(photos, ignore_errors=True)
             photos.mkdir()
-            info = materialise(source, photos, data.synthetic, base_url, photos_only=True)
+            info = materialise(source, photos, data.synthetic, photos_only=True)
             info["built"] = build_pairs(photos, staging, pairs, data.direction)
         else:
-            info = materialise(source, staging, data.synthetic, base_url)
+            info = materialise(source, staging, data.synthetic)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -31,10 +31,11 @@ from PIL import Image
 from pix2pix.images import Pair, open_halves, to_channels
 from pix2pix.errors import Pix2PixError
 
-from .manifest import held_out_split, read_manifest, to_pairs
-from .params import MANIFEST, RAW, load_config, params_path
-from .registry import CHALLENGER, CHAMPION
-from .tracking import connect, project_root, tracking_uri
+from ..config import load_config
+from ..data.manifest import held_out_split, read_manifest, to_pairs
+from ..paths import MANIFEST, RAW, params_path
+from ..tracking.registry import CHAMPION
+from ..tracking.run import connect, project_root, tracking_uri
 
 PAGE = Path(__file__).with_name("app.html")
 DEFAULT_MAX_MEGAPIXELS = 8.0  # a 2-core CPU translates ~4 MP in a few seconds

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .params import StageError, run_stage
+from ..stage import StageError, run_stage
 
 
 def render(specs: dict, out: Path) -> list[Path]:

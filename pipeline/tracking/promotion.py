@@ -18,13 +18,31 @@ import torch
 from PIL import Image
 
 from pix2pix.images import open_halves
-from pix2pix.metrics import per_image_metrics
+from pix2pix.config import build_section, check_choices, option
+from pix2pix.errors import first_line
+from pix2pix.metrics import HIGHER_IS_BETTER, METRIC_NAMES, per_image_metrics
 
-from .manifest import held_out_split, split_pairs
-from .params import RAW
-from .registry import CHAMPION, CHALLENGER, set_alias
+from ..data.manifest import held_out_split, split_pairs
+from ..paths import RAW
+from .registry import CHALLENGER, CHAMPION, set_alias
 
-HIGHER_IS_BETTER = {"l1": False, "psnr": True, "ssim": True}
+
+
+@dataclass
+class PromotionConfig:
+    """params.yaml's `promotion` section: the gate reads it, no stage does (pipeline/config.py)."""
+
+    metric: str = option("l1", "l1 (lower is better), psnr or ssim (higher is better)", METRIC_NAMES)
+    min_improvement: float = option(0.002, "how much better the challenger must be to become champion")
+
+    def validate(self) -> "PromotionConfig":
+        check_choices(self, "promotion")
+        return self
+
+
+def gate_settings(section: dict) -> PromotionConfig:
+    """params.yaml's `promotion` section, read strictly (unknown keys and bad values: one line)."""
+    return build_section(PromotionConfig, section, "promotion").validate()
 
 
 @dataclass
@@ -91,7 +109,7 @@ def promote(mlflow, name: str, challenger: str, pairs: list[tuple[Image.Image, I
         try:
             decision.scores["challenger"] = score_model(mlflow, f"models:/{name}/{challenger}", pairs, metric)
         except Exception as e:  # noqa: BLE001 - a challenger that cannot be evaluated is never promoted
-            decision.reason = f"challenger evaluation failed: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+            decision.reason = f"challenger evaluation failed: {first_line(e)}"
         else:
             decision.scores["champion"] = score_model(mlflow, f"models:/{name}/{champion}", pairs, metric)
             better = decision.scores["challenger"] - decision.scores["champion"]

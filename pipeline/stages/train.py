@@ -21,17 +21,20 @@ import torch
 
 from pix2pix import distributed
 from pix2pix.callbacks import Callback, SampleSaver
-from pix2pix.checkpoint import atomic_write_text
+from pix2pix.files import atomic_write_text
 from pix2pix.data import PairedDataset
 from pix2pix.distributed import select_device
 from pix2pix.model import LOSS_NAMES
-from pix2pix.train import Trainer
+from pix2pix.train import Status, Trainer
 
-from .history import DvcLiveHistory
-from .imports import ROOT, project_files, relative
-from .manifest import data_fingerprint, read_manifest, split_pairs
-from .params import CHECKPOINTS, load_config, run_stage
-from .tracking import MlflowCallback, git_info, project_root, training_run
+from ..config import load_config
+from ..data.manifest import data_fingerprint, read_manifest, split_pairs
+from ..imports import ROOT, project_files, relative
+from ..paths import CHECKPOINTS
+from ..stage import run_stage
+from ..tracking.callback import MlflowCallback
+from ..tracking.history import DvcLiveHistory
+from ..tracking.run import git_info, project_root, training_run
 
 FINGERPRINT = CHECKPOINTS / "fingerprint.json"
 
@@ -41,7 +44,7 @@ def code_fingerprint() -> str:
     checkpoint made by other code is never resumed, so a fix to a loss or a network retrains
     from scratch."""
     h = hashlib.sha256()
-    for name in relative(project_files(__spec__.name if __spec__ else "pipeline.train")):
+    for name in relative(project_files(__spec__.name if __spec__ else "pipeline.stages.train")):
         h.update(name.encode() + b"\0" + (ROOT / name).read_bytes())
     return h.hexdigest()
 
@@ -80,43 +83,41 @@ def main() -> None:
     if ctx.enabled:
         torch.distributed.barrier()
         resume = resume or checkpoint_matches(fingerprint)
-
     train = PairedDataset(train_pairs, cfg.data, train=True)
     val = PairedDataset(val_pairs, cfg.data, train=False) if val_pairs else None
-    callbacks: list[Callback] = [SampleSaver(CHECKPOINTS / "samples")]
-    trainer = Trainer(cfg, train, CHECKPOINTS, val_data=val, callbacks=callbacks, resume=resume)
+
     if not ctx.is_main:  # the other ranks only compute: no logs, files or MLflow run
-        if trainer.fit()["status"] == "interrupted":
+        if Trainer(cfg, train, CHECKPOINTS, val_data=val, resume=resume).fit()["status"] is Status.INTERRUPTED:
             raise KeyboardInterrupt
         return
-    start_step = trainer.step
-    history = DvcLiveHistory(start_step)
-    trainer.callbacks.callbacks.append(history)
-    print(
-        f"train: {len(train)} pairs, {trainer.total_epochs} epochs x {trainer.steps_per_epoch} steps on {trainer.device}"
-        + (f" x {ctx.world_size} processes" if ctx.enabled else "")
-        + (f", {trainer.num_workers} DataLoader worker(s) decoding" if trainer.num_workers else ", decoded images cached in memory")
-        + (f", resuming at step {start_step}" if start_step else "")
-    )
     tags = {"data_fingerprint": fingerprint["data"], "torch": torch.__version__, "preset": config.preset, **git_info(project_root())}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
-    started = time.perf_counter()
     with training_run(config, tags, resume) as mlflow:
+        history = DvcLiveHistory()
+        callbacks: list[Callback] = [SampleSaver(CHECKPOINTS / "samples"), history]
         if mlflow is not None:
-            trainer.callbacks.callbacks.append(MlflowCallback(mlflow))
+            callbacks.append(MlflowCallback(mlflow))
+        trainer = Trainer(cfg, train, CHECKPOINTS, val_data=val, callbacks=callbacks, resume=resume)
+        print(
+            f"train: {len(train)} pairs, {trainer.total_epochs} epochs x {trainer.steps_per_epoch} steps on {trainer.device}"
+            + (f" x {ctx.world_size} processes" if ctx.enabled else "")
+            + (f", {trainer.num_workers} DataLoader worker(s) decoding" if trainer.num_workers else ", decoded images cached in memory")
+            + (f", resuming at step {trainer.step}" if trainer.resumed_from else "")
+        )
+        started = time.perf_counter()
         summary = trainer.fit()
-        if summary["status"] == "interrupted":
+        if summary["status"] is Status.INTERRUPTED:
             raise KeyboardInterrupt
     seconds = time.perf_counter() - started
-    steps_run = summary["step"] - start_step
+    steps_run = summary["step"] - summary["start_step"]
     result = history.finish(
         {
             "steps": summary["step"],
             "epochs": summary["epoch"],
             "seconds": round(seconds, 2),
             "images_per_sec": round(steps_run * cfg.train.batch_size * ctx.world_size / seconds, 2) if steps_run else None,
-            "resumed_from_step": start_step,
+            "resumed_from_step": summary["start_step"],
             "device": str(trainer.device),
             **{k: round(summary[k], 5) for k in LOSS_NAMES if k in summary},
         }

@@ -14,16 +14,18 @@ import pandas as pd
 import torch
 from torchvision.utils import save_image
 
-from pix2pix.checkpoint import atomic_write_text
+from pix2pix.files import atomic_write_text
 from pix2pix.data import PairedDataset, collate, iter_batches, to_image_range
 from pix2pix.distributed import select_device
 from pix2pix.grid import comparison_grid
 from pix2pix.loading import generator_from_checkpoint, in_precision
 from pix2pix.metrics import METRIC_NAMES, evaluate, per_image_metrics
 
-from .manifest import held_out_split, read_manifest, split_pairs
-from .params import CHECKPOINTS, EVAL_JSON, METRICS, REPORTS, StageError, load_config, run_stage
-from .tracking import shared_run, warn_tracking
+from ..config import load_config
+from ..data.manifest import held_out_split, read_manifest, split_pairs
+from ..paths import CHECKPOINTS, EVAL_JSON, METRICS, REPORTS
+from ..stage import StageError, run_stage
+from ..tracking.run import shared_run, warn_tracking
 
 PER_IMAGE = REPORTS / "eval_per_image.csv"
 
@@ -97,7 +99,7 @@ def main() -> None:
     k = min(grid_images, len(order))
     save_grid(g, test, order[:k], REPORTS / "best.png", device)
     save_grid(g, test, order[-k:][::-1], REPORTS / "worst.png", device)
-    with shared_run() as mlflow:
+    with shared_run(config) as mlflow:
         if mlflow is not None:
             try:
                 mlflow.log_metrics({f"test_{k}": v for k, v in result.items() if isinstance(v, (int, float))})

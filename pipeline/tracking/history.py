@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from pix2pix.callbacks import Callback
-from pix2pix.checkpoint import atomic_write_text
+from pix2pix.files import atomic_write_text
 
-from .params import METRICS
+from ..paths import METRICS
 
 LIVE_DIR = METRICS / "train"
 SUMMARY = LIVE_DIR / "metrics.json"
@@ -43,16 +43,20 @@ def truncate_history(folder: Path, upto: int) -> None:
 class DvcLiveHistory(Callback):
     """Streams the trainer's reports into dvclive (metrics summary + one plot per quantity)."""
 
-    def __init__(self, start_step: int, folder: Path = LIVE_DIR):
+    def __init__(self, folder: Path = LIVE_DIR):
+        self.folder = folder
+        self.live: Any = None  # opened at the start of training, when the resume step is known
+
+    def on_train_start(self, info):
         os.environ.setdefault("DVC_NO_ANALYTICS", "1")
         from dvclive import Live
 
         logging.getLogger("dvclive").setLevel(logging.WARNING)
-        resume = start_step > 0
+        resume = info["start_step"] > 0
         if resume:
-            truncate_history(folder / "plots", start_step)
+            truncate_history(self.folder / "plots", info["start_step"])
         # dvcyaml=None: the plots and metrics are declared in the project's dvc.yaml.
-        self.live = Live(str(folder), resume=resume, save_dvc_exp=False, dvcyaml=None)
+        self.live = Live(str(self.folder), resume=resume, save_dvc_exp=False, dvcyaml=None)
 
     def _log(self, step: int, values: dict[str, float]) -> None:
         self.live.step = step

@@ -16,7 +16,8 @@ import pandas as pd
 from pix2pix.images import Pair
 
 from .hashing import sha256
-from .params import MANIFEST, RAW, StageError
+from ..paths import MANIFEST, RAW
+from ..stage import StageError
 
 COLUMNS = ["id", "split", "layout", "a_path", "b_path", "width", "height", "sha256", "status"]
 

@@ -1,43 +1,21 @@
 """Stage 5: TorchScript + ONNX generator (parity-checked), a model card in models/export/,
-and a new version of the registered model `pix2pix-<dataset>` in the training run."""
+and a new version of the registered model `pix2pix-<dataset>` in the tracking store in force."""
 
 from __future__ import annotations
 
 import json
 import platform
-from pathlib import Path
 
 import torch
 
-from pix2pix.checkpoint import atomic_write_text
+from pix2pix.files import atomic_write_text
 from pix2pix.export import export_generator
 
-from .hashing import sha256
-from .manifest import data_fingerprint
-from .params import CHECKPOINTS, EVAL_JSON, EXPORT, MANIFEST, PipelineConfig, load_config, run_stage
-from .registry import model_name, register_generator
-from .tracking import git_info, project_root, shared_run, warn_tracking
-
-MODEL_CARD = EXPORT / "model_card.json"
-
-
-def register(config: PipelineConfig, report: dict, card: dict) -> dict | None:
-    """Register the ONNX generator as a new model version in the training run's MLflow store."""
-    name = model_name(config.data.source)
-    tags = {"data_fingerprint": card["data_fingerprint"], "checkpoint_sha256": sha256(CHECKPOINTS / "last.pt"), **git_info(project_root())}
-    tags.update({f"test_{k}": v for k, v in (card["eval"] or {}).items() if k in ("l1", "psnr", "ssim")})
-    data = report["config"]["data"]
-    with shared_run() as mlflow:
-        if mlflow is None:
-            return None
-        try:
-            mlflow.log_artifact(str(MODEL_CARD), "export")
-            version = register_generator(mlflow, name, Path(report["onnx"]["path"]), data["input_nc"], data["output_nc"], tags)
-        except Exception as e:  # noqa: BLE001 - the exported files on disk stay valid
-            warn_tracking("model registration", e)
-            return None
-    return {"name": name, "version": version}
-
+from ..config import load_config
+from ..data.manifest import data_fingerprint
+from ..paths import CHECKPOINTS, EVAL_JSON, EXPORT, MANIFEST, MODEL_CARD
+from ..stage import run_stage
+from ..tracking.registry import register_export
 
 def main() -> None:
     config = load_config()
@@ -61,7 +39,7 @@ def main() -> None:
     }
     atomic_write_text(MODEL_CARD, json.dumps(card, indent=2) + "\n")
     if "onnx" in report:
-        card["registered_model"] = register(config, report, card)
+        card["registered_model"] = register_export(config, card)
         atomic_write_text(MODEL_CARD, json.dumps(card, indent=2) + "\n")
     print(f"export: {', '.join(card['files'].values())}; parity {card['parity_max_abs_diff']}; registry {card.get('registered_model')}")
 

@@ -1,54 +1,35 @@
-"""The pipeline's one configuration: params.yaml, read strictly into `PipelineConfig`, and
-the project's paths.
+"""The pipeline's one configuration: params.yaml, read strictly into `PipelineConfig`.
 
 Every stage, the flows and the web tools call `load_config()`; nothing else reads
 params.yaml. Unknown keys and wrong types are one-line errors naming the key. The defaults
 live here, in the dataclasses; the shipped params.yaml spells out the same values (a test
-keeps the two equal). DVC runs stages from the project root, so paths are relative to the
-working directory; `P2P_PARAMS` points at another params file (tests use it).
+keeps the two equal).
 
 Presets (pipeline/presets.py): a preset's values replace the defaults, and every key whose
 value in params.yaml differs from its default keeps the value from params.yaml (so
 `dvc exp run -S preset=facades -S data.source=/my/copy` trains facades from /my/copy).
+
+The `promotion` section belongs to the champion/challenger gate, which no stage runs: it is
+kept here as given and read strictly by the gate's own schema (pipeline/tracking/promotion.py),
+so rewording the gate's help or changing its defaults re-runs no stage.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import os
-import re
-import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
-from pix2pix.config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig, build_section, check_choices, option
-from pix2pix.errors import Pix2PixError
+from pix2pix.config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig, build_section, check_choices, option, require
+from pix2pix.errors import first_line
 
 from . import presets
-
-RAW = Path("data/raw")
-PAIRS = Path("data/pairs")
-MANIFEST = PAIRS / "manifest.csv"
-REJECTED = PAIRS / "rejected.csv"
-CHECKPOINTS = Path("models/checkpoints")
-EXPORT = Path("models/export")
-METRICS = Path("metrics")
-REPORTS = Path("reports")
-EVAL_JSON = METRICS / "eval.json"
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip", ".tar.bz2", ".tar.xz")
-
-
-class StageError(Pix2PixError, RuntimeError):
-    """A stage cannot go on; the message says what is wrong and how to fix it."""
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {message}")
+from .data.sources import dataset_name
+from .paths import params_path
 
 
 def redefault(cls, name: str, value: Any):
@@ -96,7 +77,7 @@ BUILDERS = ("none", "grayscale", "edges", "downscale", "noise")
 
 @dataclass
 class PairsConfig:
-    builder: str = option("none", "build A|B pairs from ordinary photos (pipeline/builders.py)", BUILDERS)
+    builder: str = option("none", "build A|B pairs from ordinary photos (pipeline/data/builders.py)", BUILDERS)
     size: int = option(256, "photos are resized and centre-cropped to size x size")
     seed: int = option(0, "seed of the noise builder's draws")
     edges: EdgesConfig = option(EdgesConfig(), "Canny settings of the edges builder")
@@ -110,13 +91,13 @@ class PairsConfig:
     def validate(self) -> "PairsConfig":
         s = "data.pairs"
         check_choices(self, s)
-        _check(self.size >= 32, f"{s}.size", f"got {self.size}; use at least 32")
-        _check(self.edges.sigma > 0, f"{s}.edges.sigma", f"got {self.edges.sigma}; use a positive number")
-        _check(0 <= self.edges.low <= self.edges.high, f"{s}.edges.low", f"need 0 <= low <= high, got {self.edges.low} and {self.edges.high}")
-        _check(2 <= self.downscale.factor < self.size, f"{s}.downscale.factor", f"got {self.downscale.factor}; use 2 <= factor < size")
-        _check(self.noise.sigma >= 0, f"{s}.noise.sigma", f"got {self.noise.sigma}; use a value >= 0")
-        _check(0 <= self.noise.jpeg_quality <= 95, f"{s}.noise.jpeg_quality", f"got {self.noise.jpeg_quality}; use 1-95, or 0 for none")
-        _check(self.noise.sigma > 0 or self.noise.jpeg_quality > 0, f"{s}.noise", "set sigma > 0 and/or jpeg_quality > 0")
+        require(self.size >= 32, f"{s}.size", f"got {self.size}; use at least 32")
+        require(self.edges.sigma > 0, f"{s}.edges.sigma", f"got {self.edges.sigma}; use a positive number")
+        require(0 <= self.edges.low <= self.edges.high, f"{s}.edges.low", f"need 0 <= low <= high, got {self.edges.low} and {self.edges.high}")
+        require(2 <= self.downscale.factor < self.size, f"{s}.downscale.factor", f"got {self.downscale.factor}; use 2 <= factor < size")
+        require(self.noise.sigma >= 0, f"{s}.noise.sigma", f"got {self.noise.sigma}; use a value >= 0")
+        require(0 <= self.noise.jpeg_quality <= 95, f"{s}.noise.jpeg_quality", f"got {self.noise.jpeg_quality}; use 1-95, or 0 for none")
+        require(self.noise.sigma > 0 or self.noise.jpeg_quality > 0, f"{s}.noise", "set sigma > 0 and/or jpeg_quality > 0")
         return self
 
 
@@ -136,14 +117,14 @@ class PipelineDataConfig(DataConfig):
 
     def validate(self) -> "PipelineDataConfig":
         super().validate()
-        _check(self.source.strip() != "", "data.source", "empty; use synthetic, a dataset name, a URL or a folder")
+        require(self.source.strip() != "", "data.source", "empty; use synthetic, a dataset name, a URL or a folder")
         for name in ("train", "val", "test"):
             v = getattr(self.synthetic, name)
-            _check(v >= 0, f"data.synthetic.{name}", f"got {v}; use an integer >= 0")
-        _check(self.synthetic.train > 0, "data.synthetic.train", "use at least 1 training pair")
-        _check(self.synthetic.size >= 16, "data.synthetic.size", f"got {self.synthetic.size}; use at least 16")
+            require(v >= 0, f"data.synthetic.{name}", f"got {v}; use an integer >= 0")
+        require(self.synthetic.train > 0, "data.synthetic.train", "use at least 1 training pair")
+        require(self.synthetic.size >= 16, "data.synthetic.size", f"got {self.synthetic.size}; use at least 16")
         sp = self.split
-        _check(0 <= sp.val < 1 and 0 <= sp.test < 1 and sp.val + sp.test < 1, "data.split",
+        require(0 <= sp.val < 1 and 0 <= sp.test < 1 and sp.val + sp.test < 1, "data.split",
                f"val={sp.val}, test={sp.test}; each must be in [0, 1) and their sum below 1")
         self.pairs.validate()
         return self
@@ -168,7 +149,7 @@ class EvaluateConfig:
     grid_images: int = option(6, "test images in reports/best.png and worst.png")
 
     def validate(self) -> "EvaluateConfig":
-        _check(self.grid_images > 0, "evaluate.grid_images", f"got {self.grid_images}; use a positive integer")
+        require(self.grid_images > 0, "evaluate.grid_images", f"got {self.grid_images}; use a positive integer")
         return self
 
 
@@ -181,35 +162,26 @@ class ExportConfig:
 
     def validate(self) -> "ExportConfig":
         bad = [f for f in self.formats if f not in EXPORT_FORMATS]
-        _check(not bad and bool(self.formats), "export.formats", f"got {self.formats}; use a list of {', '.join(EXPORT_FORMATS)}")
-        return self
-
-
-@dataclass
-class PromotionConfig:
-    metric: str = option("l1", "l1 (lower is better), psnr or ssim (higher is better)", ("l1", "psnr", "ssim"))
-    min_improvement: float = option(0.002, "how much better the challenger must be to become champion")
-
-    def validate(self) -> "PromotionConfig":
-        check_choices(self, "promotion")
+        require(not bad and bool(self.formats), "export.formats", f"got {self.formats}; use a list of {', '.join(EXPORT_FORMATS)}")
         return self
 
 
 @dataclass
 class PipelineConfig:
-    preset: str = option("none", "a named setting for a classic task (python -m pipeline.presets list)")
+    preset: str = option("none", "a named setting for a classic task (python -m pipeline.ops.presets list)")
     data: PipelineDataConfig = option(PipelineDataConfig(), "where the data comes from and how it feeds the network")
     model: PipelineModelConfig = option(PipelineModelConfig(), "the networks")
     train: PipelineTrainConfig = option(PipelineTrainConfig(), "the training run")
     evaluate: EvaluateConfig = option(EvaluateConfig(), "the evaluate stage")
     export: ExportConfig = option(ExportConfig(), "the export stage")
-    promotion: PromotionConfig = option(PromotionConfig(), "the champion/challenger gate")
+    promotion: dict[str, Any] = option({}, "the champion/challenger gate (read by pipeline/tracking/promotion.py)")
 
     def validate(self) -> "PipelineConfig":
         if self.preset != "none":
             presets.get(self.preset)  # an unknown name is a one-line error listing the known ones
-        for part in (self.data, self.model, self.train, self.evaluate, self.export, self.promotion):
+        for part in (self.data, self.model, self.train, self.evaluate, self.export):
             part.validate()
+        require(isinstance(self.promotion, dict), "promotion", f"got {self.promotion!r}; expected keys such as metric:")
         return self
 
     def library(self) -> Config:
@@ -229,41 +201,17 @@ class PipelineConfig:
         return dataset_name(self.data.source)
 
 
-def dataset_name(source: str) -> str:
-    base = source.rstrip("/").split("?")[0].rsplit("/", 1)[-1]
-    for suffix in ARCHIVE_SUFFIXES:
-        base = base.removesuffix(suffix)
-    return re.sub(r"[^a-z0-9]+", "-", base.lower()).strip("-") or "dataset"
-
-
 # -- loading ------------------------------------------------------------------------------
-def params_path() -> Path:
-    return Path(os.environ.get("P2P_PARAMS", "params.yaml"))
-
-
 def read_params_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found; run from the project root or set P2P_PARAMS")
     try:
         params = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid YAML ({first_line(e)})") from None
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: expected sections such as data:, model:, train:")
     return params
-
-
-def _get(tree: dict, dotted: str) -> Any:
-    for key in dotted.split("."):
-        tree = tree[key]
-    return tree
-
-
-def _set(tree: dict, dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    for key in parents:
-        tree = tree[key]
-    tree[leaf] = value
 
 
 def with_preset(values: dict[str, Any], name: str) -> dict[str, Any]:
@@ -272,9 +220,9 @@ def with_preset(values: dict[str, Any], name: str) -> dict[str, Any]:
         return values
     defaults = PipelineConfig().to_dict()
     out = copy.deepcopy(values)
-    for dotted, value in presets.get(name).values.items():
-        if _get(out, dotted) == _get(defaults, dotted):
-            _set(out, dotted, value)
+    for dotted, value in presets.get(name).items():
+        if presets.lookup(out, dotted) == presets.lookup(defaults, dotted):
+            presets.assign(out, dotted, value)
     return out
 
 
@@ -292,15 +240,3 @@ def load_config(path: Path | None = None) -> PipelineConfig:
     except ConfigError as e:
         message = str(e)
         raise ConfigError(message if message.startswith(f"{path}:") else f"{path}: {message}") from None
-
-
-def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main(); user errors become one line on stderr and exit code 1."""
-    try:
-        main()
-    except Pix2PixError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)

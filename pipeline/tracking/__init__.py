@@ -1,0 +1,1 @@
+"""MLflow and DVC tracking: the shared run, the training callback, dvclive history, the registry, the served pyfunc, promotion."""
