@@ -23,12 +23,18 @@ def machine() -> str:
         cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
         cpuinfo = ""
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
-               platform.processor() or platform.machine())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+        platform.processor() or platform.machine(),
+    )
     flags = set(cpuinfo.split())
     has = ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16"))
     # A capped ISA (oneDNN, ATen and MKL each have their own switch) stands in for an older CPU: say so.
-    caps = ", ".join(f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS") if os.environ.get(k))
+    caps = ", ".join(
+        f"{k}={os.environ[k]}"
+        for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+        if os.environ.get(k)
+    )
     isa = f"; {has}; torch kernels {torch.backends.cpu.get_cpu_capability()}" + (f", capped by {caps}" if caps else "")
     isa += f"; native bf16 {'yes' if native_bf16() else 'no'}, AMX {'yes' if amx_tiles() else 'no'}"
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""

@@ -45,8 +45,12 @@ def _make_pair(job: tuple[Path, int]) -> int:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:256, 0:256] / 256.0
     base = rng.random(3) * 255
-    photo = np.clip(base[None, None, :] * (0.6 + 0.4 * (x * rng.random() + y * rng.random()))[..., None]
-                    + rng.normal(0, 6, (256, 256, 3)), 0, 255).astype(np.uint8)
+    photo = np.clip(
+        base[None, None, :] * (0.6 + 0.4 * (x * rng.random() + y * rng.random()))[..., None]
+        + rng.normal(0, 6, (256, 256, 3)),
+        0,
+        255,
+    ).astype(np.uint8)
     edges = Image.new("RGB", (256, 256), (255, 255, 255))
     draw = ImageDraw.Draw(edges)
     for _ in range(int(rng.integers(3, 9))):
@@ -71,16 +75,20 @@ def make_source(folder: Path, pairs: int) -> None:
 
 def disk_bytes(*paths: Path) -> int:
     """Allocated bytes of all paths together, each inode once (hard links share their bytes)."""
-    out = subprocess.run(["du", "-s", "-c", "--block-size=1", *map(str, paths)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["du", "-s", "-c", "--block-size=1", *map(str, paths)], capture_output=True, text=True, check=True
+    )
     return int(out.stdout.strip().splitlines()[-1].split()[0])
 
 
 def measured(cmd: list[str], cwd: Path, env: dict) -> tuple[float, int, str]:
     """(wall seconds, peak RSS in bytes of the largest process in its tree, output) of `cmd`."""
-    probe = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
-             "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-             "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode); "
-             "sys.stderr.write(r.stdout + r.stderr)")
+    probe = (
+        "import resource, subprocess, sys, time; t = time.perf_counter(); "
+        "r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+        "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode); "
+        "sys.stderr.write(r.stdout + r.stderr)"
+    )
     r = subprocess.run([sys.executable, "-c", probe, *cmd], cwd=cwd, env=env, capture_output=True, text=True)
     seconds, rss_kib, code = r.stdout.split()
     if code != "0":
@@ -154,20 +162,27 @@ def train_rates(project: Path, steps: int, chunk: int = 25) -> dict:
 
     pairs = split_pairs(read_manifest(project / "data/pairs/manifest.csv"), "train", project / "data/raw")
     data_cfg = DataConfig(direction="AtoB", load_size=286, crop_size=256)
-    uncached_cfg = Config(data=data_cfg, train=TrainConfig(batch_size=1, log_every=1, sample_every=10**9, device="cpu", num_workers="auto"))
+    uncached_cfg = Config(
+        data=data_cfg,
+        train=TrainConfig(batch_size=1, log_every=1, sample_every=10**9, device="cpu", num_workers="auto"),
+    )
     runs = {}
     uncached = PairedDataset(pairs, uncached_cfg.data)
     fits = uncached.fits_in_cache()
     runs["uncached"] = Trainer(uncached_cfg, uncached, project / "bench-ckpt-uncached", progress=False)
     if runs["uncached"].num_workers == 0:  # small data: auto keeps it in memory; force the uncached path
         uncached_cfg.train.num_workers = max(1, len(os.sched_getaffinity(0)) // 2)
-        runs["uncached"] = Trainer(uncached_cfg, PairedDataset(pairs, uncached_cfg.data), project / "bench-ckpt-uncached", progress=False)
-    cached_cfg = Config(data=DataConfig(direction="AtoB", load_size=286, crop_size=256), train=TrainConfig(
-        batch_size=1, log_every=1, sample_every=10**9, device="cpu", num_workers=0))
+        runs["uncached"] = Trainer(
+            uncached_cfg, PairedDataset(pairs, uncached_cfg.data), project / "bench-ckpt-uncached", progress=False
+        )
+    cached_cfg = Config(
+        data=DataConfig(direction="AtoB", load_size=286, crop_size=256),
+        train=TrainConfig(batch_size=1, log_every=1, sample_every=10**9, device="cpu", num_workers=0),
+    )
     cached = PairedDataset(pairs, cached_cfg.data)
     runs["cached"] = Trainer(cached_cfg, cached, project / "bench-ckpt-cached", progress=False)
     data_module.CACHE_LIMIT_BYTES = 2**63  # the cached run: what the first steps draw, decoded beforehand
-    order = list(runs["cached"].sampler)[:steps + 1]
+    order = list(runs["cached"].sampler)[: steps + 1]
     for index, _ in order:
         cached.decoded(index)
     clocks = {name: _Clock() for name in runs}
@@ -181,12 +196,20 @@ def train_rates(project: Path, steps: int, chunk: int = 25) -> dict:
             clock = clocks[name]
             clock.times.clear()
             trainer.fit(max_steps=done)
-            per_step[name] += [b - a for a, b in zip(clock.times[1:], clock.times[2:])]  # skip each chunk's first step
+            per_step[name] += [
+                b - a for a, b in zip(clock.times[1:], clock.times[2:], strict=False)
+            ]  # skip each chunk's first step
     rates = {name: round(len(ts) / sum(ts), 3) for name, ts in per_step.items()}
-    return {"train_steps": steps, "fits_in_cache": fits, "workers_uncached": runs["uncached"].num_workers,
-            "uncached_img_s": rates["uncached"], "cached_img_s": rates["cached"],
-            "uncached_over_cached": round(rates["uncached"] / rates["cached"], 3),
-            "bench_process_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "torch_threads": torch.get_num_threads()}
+    return {
+        "train_steps": steps,
+        "fits_in_cache": fits,
+        "workers_uncached": runs["uncached"].num_workers,
+        "uncached_img_s": rates["uncached"],
+        "cached_img_s": rates["cached"],
+        "uncached_over_cached": round(rates["uncached"] / rates["cached"], 3),
+        "bench_process_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def training_rss(project: Path, steps: int) -> dict:
@@ -200,8 +223,10 @@ def training_rss(project: Path, steps: int) -> dict:
         "pairs = split_pairs(read_manifest(p / 'data/pairs/manifest.csv'), 'train', p / 'data/raw');"
         "cfg = Config(data=DataConfig(direction='AtoB', load_size=286, crop_size=256), train=TrainConfig(batch_size=1, "
         "sample_every=10**9, device='cpu'));"
-        "t = Trainer(cfg, PairedDataset(pairs, cfg.data), p / 'bench-ckpt-rss', progress=False); t.fit(max_steps=int(sys.argv[2]));"
-        "print(json.dumps({'train_workers': t.num_workers, 'train_main_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),"
+        "t = Trainer(cfg, PairedDataset(pairs, cfg.data), p / 'bench-ckpt-rss', progress=False); "
+        "t.fit(max_steps=int(sys.argv[2]));"
+        "print(json.dumps({'train_workers': t.num_workers, "
+        "'train_main_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),"
         "'train_worker_rss_mb': round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}))"
     )
     r = subprocess.run([sys.executable, "-c", code, str(project), str(steps)], capture_output=True, text=True)
@@ -215,7 +240,9 @@ def main(argv=None) -> None:
     ap.add_argument("--pairs", type=int, default=20000, help="synthetic pairs to generate (ignored with --source)")
     ap.add_argument("--source", type=Path, help="an existing dataset folder instead of synthetic pairs")
     ap.add_argument("--steps", type=int, default=500, help="training steps of each variant (0 = skip training)")
-    ap.add_argument("--code", type=Path, default=ROOT, help="checkout whose pix2pix/, pipeline/, dvc.yaml run (default: this one)")
+    ap.add_argument(
+        "--code", type=Path, default=ROOT, help="checkout whose pix2pix/, pipeline/, dvc.yaml run (default: this one)"
+    )
     ap.add_argument("--work", type=Path, help="folder for the source and project (default: a temp folder, removed)")
     args = ap.parse_args(argv)
     work = args.work or Path(tempfile.mkdtemp(prefix="p2p-scale-"))
@@ -226,7 +253,11 @@ def main(argv=None) -> None:
         if not args.source:
             started = time.perf_counter()
             make_source(source, args.pairs)
-            print(f"generated {args.pairs} pairs in {time.perf_counter() - started:.0f} s ({disk_bytes(source) / 2**20:.0f} MiB)", flush=True)
+            print(
+                f"generated {args.pairs} pairs in {time.perf_counter() - started:.0f} s "
+                f"({disk_bytes(source) / 2**20:.0f} MiB)",
+                flush=True,
+            )
         project = work / "project"
         env = make_project(project, args.code.resolve(), source)
         row = {"source": str(args.source or f"synthetic {args.pairs} x 512x256 JPEG"), "code": str(args.code)}

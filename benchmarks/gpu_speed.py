@@ -38,7 +38,9 @@ def _sync():
         torch.cuda.synchronize()
 
 
-def measure(variant: str, folder: Path, size: int, batch: int, steps: int, warmup: int, device: str, ngf: int | None) -> dict:
+def measure(
+    variant: str, folder: Path, size: int, batch: int, steps: int, warmup: int, device: str, ngf: int | None
+) -> dict:
     """Median seconds per step of one variant, in this process."""
     import torch
 
@@ -65,14 +67,27 @@ def measure(variant: str, folder: Path, size: int, batch: int, steps: int, warmu
     precision = "float32"
     if variant != "textbook":
         model = runner.trainer.model
-        precision = str(model.amp_dtype or "float32").replace("torch.", "") + (" NHWC" if model.channels_last else " NCHW")
-    return {"variant": variant if world == 1 else f"ours DDP x{world}", "size": size, "batch": batch, "precision": precision,
-            "s_per_step": round(s, 5), "images_per_s": round(batch * world / s, 2), "setup_s": round(setup, 1),
-            "device": str(torch.cuda.get_device_name() if device.startswith("cuda") else "cpu")}
+        precision = str(model.amp_dtype or "float32").replace("torch.", "") + (
+            " NHWC" if model.channels_last else " NCHW"
+        )
+    return {
+        "variant": variant if world == 1 else f"ours DDP x{world}",
+        "size": size,
+        "batch": batch,
+        "precision": precision,
+        "s_per_step": round(s, 5),
+        "images_per_s": round(batch * world / s, 2),
+        "setup_s": round(setup, 1),
+        "device": str(torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"),
+    }
 
 
 def run_isolated(args_list: list[str], torchrun: int = 0) -> dict:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"] if torchrun else [sys.executable]
+    cmd = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"]
+        if torchrun
+        else [sys.executable]
+    )
     out = subprocess.run([*cmd, __file__, *args_list], capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(f"{' '.join(args_list)} failed:\n{out.stderr[-3000:]}")
@@ -98,7 +113,9 @@ def main(argv=None) -> None:
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
     if args.smoke:
         args.size, args.batches, args.steps, args.warmup, args.ngf = 32, [1, 2], 2, 1, 8
-        args.variants = [v for v in args.variants if v != "ours+compile"]  # inductor on CPU needs a compiler and minutes
+        args.variants = [
+            v for v in args.variants if v != "ours+compile"
+        ]  # inductor on CPU needs a compiler and minutes
     folder = paired_train_folder(size=args.size, count=16)
     if args.one:
         result = measure(args.one, folder, args.size, args.batch, args.steps, args.warmup, device, args.ngf)
@@ -123,8 +140,11 @@ def main(argv=None) -> None:
         print(f"\n{args.size}x{args.size}, batch {batch} per process, {device}:")
         for r in (r for r in rows if r["batch"] == batch):
             ratio = f"  x{r['images_per_s'] / base['images_per_s']:.2f} vs textbook" if base else ""
-            print(f"  {r['variant']:14s} {r['precision']:14s} {r['s_per_step']:8.4f} s/step {r['images_per_s']:9.2f} images/s"
-                  f"  (set-up {r['setup_s']} s){ratio}")
+            print(
+                f"  {r['variant']:14s} {r['precision']:14s} {r['s_per_step']:8.4f} s/step "
+                f"{r['images_per_s']:9.2f} images/s"
+                f"  (set-up {r['setup_s']} s){ratio}"
+            )
 
 
 if __name__ == "__main__":

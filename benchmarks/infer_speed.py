@@ -69,15 +69,18 @@ def main(argv=None) -> None:
             ref = g(x)
             diffs = {k: float((r(x) - ref).abs().max()) for k, r in runners.items()}
             for r in runners.values():  # warm-up (and TorchScript's profiling runs)
-                timed(lambda: r(x), 3)
+                timed(lambda r=r, x=x: r(x), 3)
             for _ in range(args.repeats):  # alternate, so drift hits all three alike
                 for k, r in runners.items():
-                    times[k] += timed(lambda: r(x), 1)
+                    times[k] += timed(lambda r=r, x=x: r(x), 1)
         eager = median(times["eager PyTorch"])
         print(f"\n{args.size}x{args.size}, batch {batch} ({args.repeats} alternating runs each, median):")
         for k, t in times.items():
             m = median(t)
-            print(f"  {k:34s} {m * 1000 / batch:8.1f} ms/image  {batch / m:6.2f} images/s  x{eager / m:4.2f} vs eager  max|diff| {diffs[k]:.1e}")
+            print(
+                f"  {k:34s} {m * 1000 / batch:8.1f} ms/image  {batch / m:6.2f} images/s  x{eager / m:4.2f} vs "
+                f"eager  max|diff| {diffs[k]:.1e}"
+            )
 
 
 if __name__ == "__main__":

@@ -79,8 +79,9 @@ def _meets(history: list, window: int, target: dict | None) -> bool:
     return target is not None and mean is not None and mean["l1"] <= target["l1"] and mean["ssim"] >= target["ssim"]
 
 
-def run_one(variant: str, size: int, max_steps: int, max_seconds: float, target: dict | None, eval_every: int,
-            window: int) -> dict:
+def run_one(
+    variant: str, size: int, max_steps: int, max_seconds: float, target: dict | None, eval_every: int, window: int
+) -> dict:
     import torch
 
     from benchmarks.common import FACADES
@@ -106,13 +107,24 @@ def run_one(variant: str, size: int, max_steps: int, max_seconds: float, target:
         steps += every
         val = _scores(g, FACADES / "val", size)
         history.append((steps, round(trained, 1), val["l1"], val["ssim"]))
-        print(json.dumps({"variant": variant, "step": steps, "train_s": round(trained, 1), "val": val}), file=sys.stderr, flush=True)
+        print(
+            json.dumps({"variant": variant, "step": steps, "train_s": round(trained, 1), "val": val}),
+            file=sys.stderr,
+            flush=True,
+        )
         if _meets(history, window, target):
             reached = trained
             break
-    return {"variant": variant, "batch": batch, "steps": steps, "images": steps * batch, "train_s": round(trained, 1),
-            "reached_target_s": None if reached is None else round(reached, 1), "history": history,
-            "test": _scores(g, FACADES / "test", size)}
+    return {
+        "variant": variant,
+        "batch": batch,
+        "steps": steps,
+        "images": steps * batch,
+        "train_s": round(trained, 1),
+        "reached_target_s": None if reached is None else round(reached, 1),
+        "history": history,
+        "test": _scores(g, FACADES / "test", size),
+    }
 
 
 def main(argv=None) -> None:
@@ -125,7 +137,9 @@ def main(argv=None) -> None:
     ap.add_argument("--window", type=int, default=3, help="validations averaged for the target and for each check")
     ap.add_argument("--cap", type=float, default=1.0, help="stop a variant after this many x the textbook's time")
     ap.add_argument("--textbook-result", type=Path, help="the textbook's JSON line from an earlier run on this machine")
-    ap.add_argument("--variants", nargs="+", default=["ours", "ours-b4"], choices=[v for v in VARIANTS if v != "textbook"])
+    ap.add_argument(
+        "--variants", nargs="+", default=["ours", "ours-b4"], choices=[v for v in VARIANTS if v != "textbook"]
+    )
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--max-seconds", type=float, help=argparse.SUPPRESS)
@@ -134,12 +148,32 @@ def main(argv=None) -> None:
     if not (FACADES / "val").is_dir():
         sys.exit(f"error: {FACADES} not found; this benchmark needs the real facades dataset beside the repo")
     if args.one:
-        print(json.dumps(run_one(args.one, args.size, args.max_steps, args.max_seconds, args.target, args.eval_every, args.window)))
+        print(
+            json.dumps(
+                run_one(
+                    args.one, args.size, args.max_steps, args.max_seconds, args.target, args.eval_every, args.window
+                )
+            )
+        )
         return
 
     def isolated(variant: str, max_steps: int, max_seconds: float, target: dict | None) -> dict:
-        cmd = [sys.executable, __file__, "--one", variant, "--size", str(args.size), "--eval-every", str(args.eval_every),
-               "--window", str(args.window), "--max-steps", str(max_steps), "--max-seconds", str(max_seconds)] + (["--target", json.dumps(target)] if target else [])
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            variant,
+            "--size",
+            str(args.size),
+            "--eval-every",
+            str(args.eval_every),
+            "--window",
+            str(args.window),
+            "--max-steps",
+            str(max_steps),
+            "--max-seconds",
+            str(max_seconds),
+        ] + (["--target", json.dumps(target)] if target else [])
         out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         if out.returncode:
             raise SystemExit(f"{variant} failed")
@@ -153,7 +187,9 @@ def main(argv=None) -> None:
     history = textbook["history"]
     target = _window_mean(history, args.window)
     # The textbook's own first moment that meets its final quality, by the same rule.
-    textbook["reached_target_s"] = next((history[i][1] for i in range(len(history)) if _meets(history[: i + 1], args.window, target)), None)
+    textbook["reached_target_s"] = next(
+        (history[i][1] for i in range(len(history)) if _meets(history[: i + 1], args.window, target)), None
+    )
     textbook["target_val"] = target
     print(json.dumps(textbook), flush=True)
     rows = [textbook]
@@ -161,14 +197,22 @@ def main(argv=None) -> None:
         rows.append(isolated(variant, 10**9, args.cap * textbook["train_s"], target))
         print(json.dumps(rows[-1]), flush=True)
     full = textbook["train_s"]
-    print(f"\ntarget: the textbook's validation quality after {textbook['steps']} steps ({full} s of training), mean of its "
-          f"last {args.window} validations: L1 <= {target['l1']} and SSIM >= {target['ssim']}")
-    print(f"{'variant':9s} | batch | time to target | x textbook {textbook['steps']}-step time | images | test L1 / PSNR / SSIM then")
+    print(
+        f"\ntarget: the textbook's validation quality after {textbook['steps']} steps ({full} s of training), "
+        "mean of its "
+        f"last {args.window} validations: L1 <= {target['l1']} and SSIM >= {target['ssim']}"
+    )
+    print(
+        f"{'variant':9s} | batch | time to target | x textbook {textbook['steps']}-step time | images | test "
+        "L1 / PSNR / SSIM then"
+    )
     for r in rows:
         reached = r["reached_target_s"]
         ratio = f"{reached / full:.2f}" if reached is not None else f"not reached in {r['train_s']} s"
-        print(f"{r['variant']:9s} | {r['batch']} | {reached} s | {ratio} | {r['images']} | "
-              f"{r['test']['l1']} / {r['test']['psnr']} / {r['test']['ssim']}")
+        print(
+            f"{r['variant']:9s} | {r['batch']} | {reached} s | {ratio} | {r['images']} | "
+            f"{r['test']['l1']} / {r['test']['psnr']} / {r['test']['ssim']}"
+        )
 
 
 if __name__ == "__main__":

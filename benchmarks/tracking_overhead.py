@@ -97,10 +97,25 @@ def main(argv=None) -> None:
     env.pop("MLFLOW_TRACKING_URI", None)
     seconds: dict[str, list[float]] = {"none": [], "sync": [], "async": []}
     for r in range(args.rounds):
-        for variant in (list(seconds) if r % 2 == 0 else list(seconds)[::-1]):
+        for variant in list(seconds) if r % 2 == 0 else list(seconds)[::-1]:
             store = Path(tempfile.mkdtemp(dir=work))
-            out = subprocess.run([sys.executable, __file__, "--variant", variant, "--steps", str(args.steps),
-                                  "--data", str(work / "data"), "--store", str(store)], capture_output=True, text=True, env=env)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--variant",
+                    variant,
+                    "--steps",
+                    str(args.steps),
+                    "--data",
+                    str(work / "data"),
+                    "--store",
+                    str(store),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             if out.returncode:
                 raise SystemExit(out.stderr[-3000:])
             result = json.loads(out.stdout.strip().splitlines()[-1])

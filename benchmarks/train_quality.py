@@ -51,8 +51,14 @@ def run(variant: str, size: int, iterations: int) -> dict:
         runner.step()
     seconds = time.perf_counter() - start
     # scored in float32 whatever the training precision, so only the training differs
-    return {"variant": variant, "precision": precision, "size": size, "iterations": iterations,
-            "train_seconds": round(seconds, 1), **score(g, size)}
+    return {
+        "variant": variant,
+        "precision": precision,
+        "size": size,
+        "iterations": iterations,
+        "train_seconds": round(seconds, 1),
+        **score(g, size),
+    }
 
 
 def main(argv=None) -> None:
@@ -63,8 +69,12 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--iterations", type=int, default=2000)
-    ap.add_argument("--variant", choices=["both", "textbook", "ours", "ours-fp32", "ours-bf16-nchw", "ours-bf16-nhwc"], default="both",
-                    help="both = textbook and ours; ours = the defaults (bf16 where the CPU has it natively)")
+    ap.add_argument(
+        "--variant",
+        choices=["both", "textbook", "ours", "ours-fp32", "ours-bf16-nchw", "ours-bf16-nhwc"],
+        default="both",
+        help="both = textbook and ours; ours = the defaults (bf16 where the CPU has it natively)",
+    )
     ap.add_argument("--threads", type=int)
     args = ap.parse_args(argv)
     if not (FACADES / "test").is_dir():
@@ -72,7 +82,7 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"machine: {machine()}")
-    for variant in (["textbook", "ours"] if args.variant == "both" else [args.variant]):
+    for variant in ["textbook", "ours"] if args.variant == "both" else [args.variant]:
         print(json.dumps(run(variant, args.size, args.iterations)), flush=True)
 
 

@@ -169,7 +169,9 @@ class OursRunner:
         if ngf:
             cfg.model.ngf = cfg.model.ndf = ngf
         self.data = PairedDataset(folder, cfg.data)
-        self.trainer = Trainer(cfg, self.data, Path(tempfile.mkdtemp(prefix="p2p-speed-")), progress=False, sample_count=1)
+        self.trainer = Trainer(
+            cfg, self.data, Path(tempfile.mkdtemp(prefix="p2p-speed-")), progress=False, sample_count=1
+        )
         self.trainer.model.train()
         self.epoch = 0
         self.it = iter(self.trainer.loader)
@@ -186,7 +188,9 @@ class OursRunner:
     def step(self):
         batch = self.next_batch()
         device = self.trainer.device
-        self.trainer.model.train_step(batch["input"].to(device, non_blocking=True), batch["target"].to(device, non_blocking=True))
+        self.trainer.model.train_step(
+            batch["input"].to(device, non_blocking=True), batch["target"].to(device, non_blocking=True)
+        )
 
     def fill_cache(self):
         for i in range(len(self.data)):
@@ -213,7 +217,11 @@ def worker(kind: str, folder: str, size: int, batch: int, conn) -> None:
 
     warnings.filterwarnings("ignore", message="This DataLoader will create")  # 4 workers on 2 cores: on purpose
 
-    runner = TextbookRunner(Path(folder), size, batch) if kind == "textbook" else OursRunner(Path(folder), size, batch, **OURS[kind])
+    runner = (
+        TextbookRunner(Path(folder), size, batch)
+        if kind == "textbook"
+        else OursRunner(Path(folder), size, batch, **OURS[kind])
+    )
     flops = 0
     if kind == "ours-fp32":  # counted in float32 (the same work in every variant)
         from benchmarks.common import count_flops
@@ -233,7 +241,7 @@ def worker(kind: str, folder: str, size: int, batch: int, conn) -> None:
             runner.fill_cache()
             peak, done = [0.0], threading.Event()
 
-            def sample():
+            def sample(peak=peak, done=done):
                 while not done.is_set():
                     peak[0] = max(peak[0], _tree_pss_mb())
                     time.sleep(0.05)
@@ -258,8 +266,16 @@ def _recv(conn, proc):
     return conn.recv()
 
 
-def run_config(folder: Path, size: int, batch: int, rounds: int, steps: int, warmup: int, peak_gflops: float,
-               variants: tuple[str, ...] = ("textbook", "ours-fp32", "ours")) -> dict:
+def run_config(
+    folder: Path,
+    size: int,
+    batch: int,
+    rounds: int,
+    steps: int,
+    warmup: int,
+    peak_gflops: float,
+    variants: tuple[str, ...] = ("textbook", "ours-fp32", "ours"),
+) -> dict:
     from benchmarks.common import median
 
     ctx = mp.get_context("spawn")
@@ -297,10 +313,22 @@ def run_config(folder: Path, size: int, batch: int, rounds: int, steps: int, war
             if procs[kind].is_alive():
                 procs[kind].kill()
     flops = info["ours-fp32"]["flops"]
-    result = {"size": size, "batch": batch, "gflop_per_step": flops / 1e9, "peak_gflops": peak_gflops, "variants": variants}
+    result = {
+        "size": size,
+        "batch": batch,
+        "gflop_per_step": flops / 1e9,
+        "peak_gflops": peak_gflops,
+        "variants": variants,
+    }
     for kind in variants:
         m = median(times[kind])
-        result[kind] = {"s_per_step": m, "images_per_s": batch / m, "gflops": flops / m / 1e9, "peak_pss_mb": memory[kind], "n": len(times[kind])}
+        result[kind] = {
+            "s_per_step": m,
+            "images_per_s": batch / m,
+            "gflops": flops / m / 1e9,
+            "peak_pss_mb": memory[kind],
+            "n": len(times[kind]),
+        }
         if "textbook" in variants:
             result[kind]["speedup"] = result["textbook"]["s_per_step"] / m
     return result
@@ -323,13 +351,18 @@ def main(argv=None) -> None:
     for spec in args.configs:
         size, batch = (int(v) for v in spec.lower().split("x"))
         r = run_config(folder, size, batch, args.rounds, args.steps, args.warmup, peak, tuple(args.variants))
-        print(f"\n{size}x{size}, batch {batch}: {r['gflop_per_step']:.1f} GFLOP per step (fp32 count); "
-              f"median of {r['ours-fp32']['n']} alternating steps each")
+        print(
+            f"\n{size}x{size}, batch {batch}: {r['gflop_per_step']:.1f} GFLOP per step (fp32 count); "
+            f"median of {r['ours-fp32']['n']} alternating steps each"
+        )
         for kind in r["variants"]:
             k = r[kind]
             vs = f"  x{k['speedup']:.2f} vs textbook" if "speedup" in k else ""
-            print(f"  {kind:15s} {k['s_per_step']:6.3f} s/step  {k['images_per_s']:6.2f} images/s  "
-                  f"{k['gflops']:5.0f} GFLOP/s ({k['gflops'] / peak:4.0%} of fp32 matmul peak)  peak PSS {k['peak_pss_mb']:6.0f} MB{vs}")
+            print(
+                f"  {kind:15s} {k['s_per_step']:6.3f} s/step  {k['images_per_s']:6.2f} images/s  "
+                f"{k['gflops']:5.0f} GFLOP/s ({k['gflops'] / peak:4.0%} of fp32 matmul peak)  peak PSS "
+                f"{k['peak_pss_mb']:6.0f} MB{vs}"
+            )
 
 
 if __name__ == "__main__":

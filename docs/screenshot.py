@@ -20,8 +20,11 @@ def main(project: Path, out: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "pipeline.ops.app", "--port", str(port), "--project", str(project)],
-                              cwd=Path(__file__).resolve().parents[1], start_new_session=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.ops.app", "--port", str(port), "--project", str(project)],
+        cwd=Path(__file__).resolve().parents[1],
+        start_new_session=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(300):
@@ -34,7 +37,9 @@ def main(project: Path, out: Path) -> None:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 860, "height": 520})
             page.goto(url)
-            page.add_style_tag(content="figure img { max-width: 190px; max-height: 190px; }")  # a small PNG for the README
+            page.add_style_tag(
+                content="figure img { max-width: 190px; max-height: 190px; }"
+            )  # a small PNG for the README
             page.wait_for_selector("#test-image option:nth-child(2)", state="attached")
             page.select_option("#test-image", index=1)
             page.click("#use-test")

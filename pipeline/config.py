@@ -24,7 +24,17 @@ from typing import Any
 
 import yaml
 
-from pix2pix.config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig, build_section, check_choices, option, require
+from pix2pix.config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    build_section,
+    check_choices,
+    option,
+    require,
+)
 from pix2pix.errors import first_line
 
 from . import presets
@@ -88,16 +98,30 @@ class PairsConfig:
     def enabled(self) -> bool:
         return self.builder != "none"
 
-    def validate(self) -> "PairsConfig":
+    def validate(self) -> PairsConfig:
         s = "data.pairs"
         check_choices(self, s)
         require(self.size >= 32, f"{s}.size", f"got {self.size}; use at least 32")
         require(self.edges.sigma > 0, f"{s}.edges.sigma", f"got {self.edges.sigma}; use a positive number")
-        require(0 <= self.edges.low <= self.edges.high, f"{s}.edges.low", f"need 0 <= low <= high, got {self.edges.low} and {self.edges.high}")
-        require(2 <= self.downscale.factor < self.size, f"{s}.downscale.factor", f"got {self.downscale.factor}; use 2 <= factor < size")
+        require(
+            0 <= self.edges.low <= self.edges.high,
+            f"{s}.edges.low",
+            f"need 0 <= low <= high, got {self.edges.low} and {self.edges.high}",
+        )
+        require(
+            2 <= self.downscale.factor < self.size,
+            f"{s}.downscale.factor",
+            f"got {self.downscale.factor}; use 2 <= factor < size",
+        )
         require(self.noise.sigma >= 0, f"{s}.noise.sigma", f"got {self.noise.sigma}; use a value >= 0")
-        require(0 <= self.noise.jpeg_quality <= 95, f"{s}.noise.jpeg_quality", f"got {self.noise.jpeg_quality}; use 1-95, or 0 for none")
-        require(self.noise.sigma > 0 or self.noise.jpeg_quality > 0, f"{s}.noise", "set sigma > 0 and/or jpeg_quality > 0")
+        require(
+            0 <= self.noise.jpeg_quality <= 95,
+            f"{s}.noise.jpeg_quality",
+            f"got {self.noise.jpeg_quality}; use 1-95, or 0 for none",
+        )
+        require(
+            self.noise.sigma > 0 or self.noise.jpeg_quality > 0, f"{s}.noise", "set sigma > 0 and/or jpeg_quality > 0"
+        )
         return self
 
 
@@ -115,7 +139,7 @@ class PipelineDataConfig(DataConfig):
     def library(self) -> DataConfig:
         return DataConfig(**{f.name: getattr(self, f.name) for f in fields(DataConfig)})
 
-    def validate(self) -> "PipelineDataConfig":
+    def validate(self) -> PipelineDataConfig:
         super().validate()
         require(self.source.strip() != "", "data.source", "empty; use synthetic, a dataset name, a URL or a folder")
         for name in ("train", "val", "test"):
@@ -124,8 +148,11 @@ class PipelineDataConfig(DataConfig):
         require(self.synthetic.train > 0, "data.synthetic.train", "use at least 1 training pair")
         require(self.synthetic.size >= 16, "data.synthetic.size", f"got {self.synthetic.size}; use at least 16")
         sp = self.split
-        require(0 <= sp.val < 1 and 0 <= sp.test < 1 and sp.val + sp.test < 1, "data.split",
-               f"val={sp.val}, test={sp.test}; each must be in [0, 1) and their sum below 1")
+        require(
+            0 <= sp.val < 1 and 0 <= sp.test < 1 and sp.val + sp.test < 1,
+            "data.split",
+            f"val={sp.val}, test={sp.test}; each must be in [0, 1) and their sum below 1",
+        )
         self.pairs.validate()
         return self
 
@@ -148,7 +175,7 @@ class PipelineTrainConfig(TrainConfig):
 class EvaluateConfig:
     grid_images: int = option(6, "test images in reports/best.png and worst.png")
 
-    def validate(self) -> "EvaluateConfig":
+    def validate(self) -> EvaluateConfig:
         require(self.grid_images > 0, "evaluate.grid_images", f"got {self.grid_images}; use a positive integer")
         return self
 
@@ -158,11 +185,17 @@ EXPORT_FORMATS = ("torchscript", "onnx")
 
 @dataclass
 class ExportConfig:
-    formats: list[str] = option(list(EXPORT_FORMATS), "files to export: torchscript and/or onnx (onnx is what gets registered)")
+    formats: list[str] = option(
+        list(EXPORT_FORMATS), "files to export: torchscript and/or onnx (onnx is what gets registered)"
+    )
 
-    def validate(self) -> "ExportConfig":
+    def validate(self) -> ExportConfig:
         bad = [f for f in self.formats if f not in EXPORT_FORMATS]
-        require(not bad and bool(self.formats), "export.formats", f"got {self.formats}; use a list of {', '.join(EXPORT_FORMATS)}")
+        require(
+            not bad and bool(self.formats),
+            "export.formats",
+            f"got {self.formats}; use a list of {', '.join(EXPORT_FORMATS)}",
+        )
         return self
 
 
@@ -176,7 +209,7 @@ class PipelineConfig:
     export: ExportConfig = option(ExportConfig(), "the export stage")
     promotion: dict[str, Any] = option({}, "the champion/challenger gate (read by pipeline/tracking/promotion.py)")
 
-    def validate(self) -> "PipelineConfig":
+    def validate(self) -> PipelineConfig:
         if self.preset != "none":
             presets.get(self.preset)  # an unknown name is a one-line error listing the known ones
         for part in (self.data, self.model, self.train, self.evaluate, self.export):

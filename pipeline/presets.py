@@ -16,22 +16,50 @@ from pix2pix.errors import ConfigError
 
 # Paper settings shared by all tasks (Isola et al. 2017, section 6.2 and the reference code).
 PAPER = {
-    "data.load_size": 286, "data.crop_size": 256, "data.preprocess": "resize_and_crop", "data.flip": True,
-    "data.input_nc": 3, "data.output_nc": 3, "data.pairs.builder": "none",
-    "model.ngf": 64, "model.ndf": 64, "model.netD": "patch", "model.n_layers_D": 3, "model.norm": "batch",
-    "model.dropout": 0.5, "train.lr": 0.0002, "train.beta1": 0.5, "train.gan_mode": "vanilla", "train.lambda_l1": 100.0,
+    "data.load_size": 286,
+    "data.crop_size": 256,
+    "data.preprocess": "resize_and_crop",
+    "data.flip": True,
+    "data.input_nc": 3,
+    "data.output_nc": 3,
+    "data.pairs.builder": "none",
+    "model.ngf": 64,
+    "model.ndf": 64,
+    "model.netD": "patch",
+    "model.n_layers_D": 3,
+    "model.norm": "batch",
+    "model.dropout": 0.5,
+    "train.lr": 0.0002,
+    "train.beta1": 0.5,
+    "train.gan_mode": "vanilla",
+    "train.lambda_l1": 100.0,
 }
 
 
 def _official(source: str, direction: str, batch: int, epochs: int, decay: int, **extra) -> dict[str, Any]:
-    return {**PAPER, "data.source": source, "data.direction": direction, "train.batch_size": batch,
-            "train.epochs": epochs, "train.epochs_decay": decay, **extra}
+    return {
+        **PAPER,
+        "data.source": source,
+        "data.direction": direction,
+        "train.batch_size": batch,
+        "train.epochs": epochs,
+        "train.epochs_decay": decay,
+        **extra,
+    }
 
 
 def _builder(builder: str, **extra) -> dict[str, Any]:
     # data.source is left alone: point it at your folder of photos (synthetic = generated ones).
-    return {**PAPER, "data.pairs.builder": builder, "data.pairs.size": 256, "data.direction": "AtoB",
-            "train.batch_size": 4, "train.epochs": 25, "train.epochs_decay": 25, **extra}
+    return {
+        **PAPER,
+        "data.pairs.builder": builder,
+        "data.pairs.size": 256,
+        "data.direction": "AtoB",
+        "train.batch_size": 4,
+        "train.epochs": 25,
+        "train.epochs_decay": 25,
+        **extra,
+    }
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -25,7 +25,10 @@ def save_checkpoint(state: dict, path: Path | str) -> Path:
     try:
         return atomic_write_bytes(path, buffer.getbuffer())
     except OSError as e:
-        raise CheckpointError(f"{path}: could not write checkpoint ({e.strerror or e}); the previous file is intact; free disk space or choose another folder") from None
+        raise CheckpointError(
+            f"{path}: could not write checkpoint ({e.strerror or e}); the previous file is intact; free disk "
+            "space or choose another folder"
+        ) from None
 
 
 def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict:
@@ -35,9 +38,15 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused to load: not a plain-tensor checkpoint ({first_line(e)}); only load checkpoints you trust, or retrain") from None
+        raise CheckpointError(
+            f"{path}: refused to load: not a plain-tensor checkpoint ({first_line(e)}); only load checkpoints "
+            "you trust, or retrain"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({first_line(e)}); the file is corrupt or incomplete, delete it and retrain or resume from an older one") from None
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint ({first_line(e)}); the file is corrupt or incomplete, delete it "
+            "and retrain or resume from an older one"
+        ) from None
     if not isinstance(state, dict) or "generator" not in state or "config" not in state:
         raise CheckpointError(f"{path}: not a pix2pix checkpoint (missing generator weights or config)")
     return state

@@ -15,16 +15,32 @@ import typing
 from dataclasses import fields
 from pathlib import Path
 
-from .config import SOURCE_KEYS, SWITCH, Config, ConfigError, DataConfig, ModelConfig, TrainConfig, build_section, type_name
+from .config import (
+    SOURCE_KEYS,
+    SWITCH,
+    Config,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    TrainConfig,
+    build_section,
+    type_name,
+)
 from .errors import Pix2PixError, first_line
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
-AMP_HELP = "bf16 autocast for checkpoint and TorchScript models: auto = on CUDA and CPUs with native bf16 (ONNX stays float32)"
+AMP_HELP = (
+    "bf16 autocast for checkpoint and TorchScript models: auto = on CUDA and CPUs with native bf16 (ONNX stays float32)"
+)
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per config field, with the field's help and choices; booleans as --x/--no-x."""
-    parser.add_argument("--config", type=Path, help="YAML/JSON file with data/model/train sections (e.g. params.yaml); flags override it")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="YAML/JSON file with data/model/train sections (e.g. params.yaml); flags override it",
+    )
     for section, cls in SECTIONS.items():
         group = parser.add_argument_group(f"{section} options")
         hints = typing.get_type_hints(cls)
@@ -66,8 +82,10 @@ def _read_config_file(path: Path) -> dict:
         raise ConfigError(f"{path}: expected data:, model: and train: sections")
     preset = data.get("preset")
     if preset not in (None, "none"):
-        raise ConfigError(f"{path}: preset: {preset} is a pipeline setting the pix2pix CLI does not apply; "
-                          f"write it into the file first (python -m pipeline.ops.presets apply {preset}) or set preset: none")
+        raise ConfigError(
+            f"{path}: preset: {preset} is a pipeline setting the pix2pix CLI does not apply; "
+            f"write it into the file first (python -m pipeline.ops.presets apply {preset}) or set preset: none"
+        )
     return data
 
 
@@ -109,8 +127,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_dir, val_dir = _split_dirs(args.data, args.val)
     train = PairedDataset(train_dir, cfg.data, train=True)
     val = PairedDataset(val_dir, cfg.data, train=False) if val_dir else None
-    trainer = Trainer(cfg, train, args.out, val_data=val, callbacks=[SampleSaver(args.out / "samples")], resume=not args.no_resume)
-    print(f"training on {len(train)} pairs from {train_dir} ({trainer.device}), checkpoints in {args.out}", file=sys.stderr)
+    trainer = Trainer(
+        cfg, train, args.out, val_data=val, callbacks=[SampleSaver(args.out / "samples")], resume=not args.no_resume
+    )
+    print(
+        f"training on {len(train)} pairs from {train_dir} ({trainer.device}), checkpoints in {args.out}",
+        file=sys.stderr,
+    )
     summary = trainer.fit(max_steps=args.max_steps)
     print(json.dumps(summary))
     return 130 if summary["status"] is Status.INTERRUPTED else 0
@@ -170,11 +193,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pix2pix", description="pix2pix image-to-image translation (Isola et al. 2017)")
+    parser = argparse.ArgumentParser(
+        prog="pix2pix", description="pix2pix image-to-image translation (Isola et al. 2017)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a generator/discriminator pair on paired images")
-    p.add_argument("--data", type=Path, required=True, help="folder of A|B images or with A/ B/ subfolders; or with train/ (and val/) inside")
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder of A|B images or with A/ B/ subfolders; or with train/ (and val/) inside",
+    )
     p.add_argument("--val", type=Path, help="validation folder (default: DATA/val or DATA/test when DATA/train exists)")
     p.add_argument("--out", type=Path, required=True, help="folder for checkpoints (last.pt) and sample grids")
     p.add_argument("--max-steps", type=int, help="stop (with a checkpoint) after this many steps in total")
@@ -202,7 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="folder of A|B images or with A/ B/ subfolders")
     p.add_argument("--out", type=Path, help="write the mean metrics as JSON here")
     p.add_argument("--per-image", type=Path, help="write one CSV row per image here")
-    p.add_argument("--grid", type=Path, help="write a PNG of the first pairs: inputs, outputs and targets in three rows")
+    p.add_argument(
+        "--grid", type=Path, help="write a PNG of the first pairs: inputs, outputs and targets in three rows"
+    )
     p.add_argument("--grid-images", type=int, default=6, help="pairs in --grid (default: 6)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", default="auto", choices=SWITCH, help=AMP_HELP)

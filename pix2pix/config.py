@@ -13,8 +13,9 @@ import copy
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ConfigError
 
@@ -69,7 +70,7 @@ class DataConfig:
     output_nc: int = option(3, "output channels: 1 = grayscale, 3 = RGB", (1, 3))
     cache: bool = option(True, "keep decoded images in memory (fast epochs on small datasets)")
 
-    def validate(self) -> "DataConfig":
+    def validate(self) -> DataConfig:
         s = "data"
         check_choices(self, s)
         require(
@@ -91,13 +92,15 @@ class DataConfig:
 class ModelConfig:
     ngf: int = option(64, "generator filters in the first layer")
     ndf: int = option(64, "discriminator filters in the first layer")
-    netD: str = option("patch", "discriminator: patch (n_layers_D=3 -> 70x70 receptive field) or pixel (1x1)", DISCRIMINATORS)
+    netD: str = option(
+        "patch", "discriminator: patch (n_layers_D=3 -> 70x70 receptive field) or pixel (1x1)", DISCRIMINATORS
+    )
     n_layers_D: int = option(3, "strided layers of the patch discriminator (3 = 70x70)")
     norm: str = option("batch", "normalisation layers", NORMS)
     dropout: float = option(0.5, "dropout in the three innermost decoder blocks; 0 disables it")
     init_gain: float = option(0.02, "std of the N(0, gain) weight init")
 
-    def validate(self) -> "ModelConfig":
+    def validate(self) -> ModelConfig:
         s = "model"
         check_choices(self, s)
         for name in ("ngf", "ndf", "n_layers_D"):
@@ -120,9 +123,16 @@ class TrainConfig:
     lambda_l1: float = option(100.0, "weight of the L1 loss against the GAN loss")
     seed: int = option(0, "seed of the weight init, data order, augmentation and dropout")
     device: str = option("auto", "auto (cuda, then cpu), cpu, cuda, cuda:1, ...")
-    amp: str = option("auto", "mixed precision; auto = bf16 on CUDA (fp16 + GradScaler without bf16) and on CPUs with "
-                      "native bf16 (AMX, AVX512-BF16), fp32 on other CPUs; true = bf16 on every CPU too; false = fp32", SWITCH, switch=True)
-    channels_last: str = option("auto", "NHWC memory format; auto = on CUDA and for bf16 on CPUs with AMX", SWITCH, switch=True)
+    amp: str = option(
+        "auto",
+        "mixed precision; auto = bf16 on CUDA (fp16 + GradScaler without bf16) and on CPUs with "
+        "native bf16 (AMX, AVX512-BF16), fp32 on other CPUs; true = bf16 on every CPU too; false = fp32",
+        SWITCH,
+        switch=True,
+    )
+    channels_last: str = option(
+        "auto", "NHWC memory format; auto = on CUDA and for bf16 on CPUs with AMX", SWITCH, switch=True
+    )
     cudnn_benchmark: bool = option(True, "CUDA: time the conv algorithms once for the fixed size")
     pin_memory: bool = option(True, "CUDA: page-locked batches copied with non_blocking=True")
     compile: bool = option(False, "torch.compile G and D (minutes of compiling; pays off on long GPU runs)")
@@ -130,22 +140,26 @@ class TrainConfig:
     flush_denormal: bool = option(True, "CPU: denormal floats count as zero (x86 is slow on them)")
     sync_batchnorm: bool = option(True, "under torchrun on CUDA: BatchNorm statistics over all ranks")
     num_workers: int | str = option(
-        "auto", "DataLoader workers; auto = 0 while the decoded training set fits in memory (data.cache), "
-        "else half the cores (at most 8); workers decode every item and keep no cache"
+        "auto",
+        "DataLoader workers; auto = 0 while the decoded training set fits in memory (data.cache), "
+        "else half the cores (at most 8); workers decode every item and keep no cache",
     )
     log_every: int = option(10, "steps between loss reports to callbacks")
     sample_every: int = option(100, "steps between sample grids")
     checkpoint_every: int = option(0, "steps between checkpoints; 0 = once per epoch only")
     keep_checkpoints: int = option(2, "epoch checkpoints kept besides last.pt")
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         s = "train"
         for name in ("amp", "channels_last"):
             if isinstance(getattr(self, name), bool):  # TrainConfig(amp=True) in code
                 setattr(self, name, "true" if getattr(self, name) else "false")
         check_choices(self, s)
-        require(self.num_workers == "auto" or isinstance(self.num_workers, int), f"{s}.num_workers",
-               f"got {self.num_workers!r}; use auto or an integer >= 0")
+        require(
+            self.num_workers == "auto" or isinstance(self.num_workers, int),
+            f"{s}.num_workers",
+            f"got {self.num_workers!r}; use auto or an integer >= 0",
+        )
         for name in ("epochs", "epochs_decay", "num_workers", "checkpoint_every", "keep_checkpoints"):
             v = getattr(self, name)
             if name == "num_workers" and v == "auto":
@@ -174,7 +188,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         self.data.validate()
         self.model.validate()
         self.train.validate()
@@ -184,7 +198,7 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "Config":
+    def from_dict(cls, d: Mapping[str, Any] | None) -> Config:
         """Build from `{"data": {...}, "model": {...}, "train": {...}}`, strictly: an unknown
         key inside a section is an error; sections other than these three are not read."""
         d = d or {}
@@ -285,4 +299,3 @@ def coerce(value: Any, typ: Any, key: str, metadata: Mapping[str, Any] | None = 
     except (TypeError, ValueError):
         raise ConfigError(f"{key}: got {value!r}; expected a value of type {type_name(typ)}") from None
     return value
-

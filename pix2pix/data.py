@@ -15,20 +15,29 @@ torchvision's bicubic on uint8 tensors).
 from __future__ import annotations
 
 import os
+import signal
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 from PIL import Image
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.io import ImageReadMode, decode_image, read_file
 from torchvision.transforms.v2 import functional as TF
 
 from .config import DataConfig
 from .errors import ImageError
 from .images import (  # noqa: F401 - also the names callers know from here
-    IMAGE_EXTENSIONS, Pair, combined_half_size, is_image_file, list_images, match_by_name, open_halves, open_image, to_channels,
+    IMAGE_EXTENSIONS,
+    Pair,
+    combined_half_size,
+    is_image_file,
+    list_images,
+    match_by_name,
+    open_halves,
+    open_image,
+    to_channels,
 )
 
 # Decoded images kept in memory per dataset (uint8); beyond this, images are re-read each time.
@@ -58,7 +67,9 @@ def decode_uint8(path: Path, channels: int) -> torch.Tensor:
         try:
             with warnings.catch_warnings():  # deprecated since torchvision 0.29, still the fastest
                 warnings.simplefilter("ignore", DeprecationWarning)
-                img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY)
+                img = decode_image(
+                    read_file(str(path)), mode=ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+                )
             if img.dtype == torch.uint8:
                 return img
         except RuntimeError:  # corrupt data: Pillow says what is wrong, in our words
@@ -108,13 +119,17 @@ def discover_pairs(root: Path) -> list[Pair]:
     """Find the pairs in a folder: A/ + B/ subfolders with matching names, else A|B images."""
     root = Path(root)
     if not root.is_dir():
-        raise ImageError(f"{root}: not a folder; point the data path at a folder of A|B images or with A/ and B/ subfolders")
+        raise ImageError(
+            f"{root}: not a folder; point the data path at a folder of A|B images or with A/ and B/ subfolders"
+        )
     a_dir, b_dir = root / "A", root / "B"
     if a_dir.is_dir() and b_dir.is_dir():
         pairs, lonely = match_by_name(a_dir, b_dir)
         if lonely:
             other = "B" if lonely[0].parent == a_dir else "A"
-            raise ImageError(f"{lonely[0]}: has no partner with the same name in {root / other}; add it or remove this file")
+            raise ImageError(
+                f"{lonely[0]}: has no partner with the same name in {root / other}; add it or remove this file"
+            )
     else:
         pairs = [Pair(p) for p in list_images(root)]
     if not pairs:
@@ -196,7 +211,10 @@ class PairedDataset(Dataset):
         if cfg.preprocess in ("resize_and_crop", "crop"):
             h, w = a.shape[-2:]
             if h < cfg.crop_size or w < cfg.crop_size:
-                raise ImageError(f"{pair.a}: {w}x{h} is smaller than data.crop_size {cfg.crop_size}; lower crop_size or use preprocess=resize_and_crop")
+                raise ImageError(
+                    f"{pair.a}: {w}x{h} is smaller than data.crop_size {cfg.crop_size}; lower crop_size or "
+                    "use preprocess=resize_and_crop"
+                )
             top = int(torch.randint(0, h - cfg.crop_size + 1, (1,), generator=gen))
             left = int(torch.randint(0, w - cfg.crop_size + 1, (1,), generator=gen))
             a = TF.crop(a, top, left, cfg.crop_size, cfg.crop_size)
@@ -285,3 +303,42 @@ def collate(items: list[dict]) -> dict:
         "target": torch.stack([it["target"] for it in items]),
         "name": [it["name"] for it in items],
     }
+
+
+def _worker_context():
+    """DataLoader workers start from a forkserver with the data module preloaded, not as forks
+    of this process: a fork inherits its threads and exit handlers (an in-process Prefect flow's,
+    for one), which made forked workers exit with status 1 and abort training."""
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None  # Windows: DataLoader spawns anyway
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["pix2pix.data"])
+    return ctx
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C / SIGTERM to the main process, which finishes its step,
+    saves a checkpoint and then stops them; a worker dying first would abort that save."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def training_loader(
+    dataset: Dataset, sampler: EpochSampler, batch_size: int, num_workers: int, pin_memory: bool, seed: int
+) -> DataLoader:
+    """The trainer's DataLoader over `sampler`'s resumable order."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        worker_init_fn=_ignore_stop_signals,
+        multiprocessing_context=_worker_context() if num_workers else None,
+        # Its own generator: otherwise each new iterator draws from the global RNG, and a
+        # resumed run (new iterator mid-epoch) would drift from a straight one.
+        generator=torch.Generator().manual_seed(seed),
+    )

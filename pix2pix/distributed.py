@@ -42,14 +42,18 @@ def select_device(requested: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailable(f"train.device: {requested!r}, but this machine has no CUDA GPU; set train.device to auto or cpu")
+        raise DeviceUnavailable(
+            f"train.device: {requested!r}, but this machine has no CUDA GPU; set train.device to auto or cpu"
+        )
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise DeviceUnavailable(
             f"train.device: {requested!r}, but this machine has {torch.cuda.device_count()} GPU(s) (cuda:0 ..); "
             "pick one of them, or auto"
         )
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceUnavailable(f"train.device: {requested!r}, but MPS is not available here; set train.device to auto or cpu")
+        raise DeviceUnavailable(
+            f"train.device: {requested!r}, but MPS is not available here; set train.device to auto or cpu"
+        )
     return device
 
 

@@ -19,8 +19,8 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .files import atomic_write_bytes
 from .errors import ExportError
+from .files import atomic_write_bytes
 from .loading import CONFIG_KEY, OnnxGenerator, generator_from_state, load_torchscript
 from .networks import UNetGenerator
 
@@ -39,7 +39,11 @@ def fold_batchnorm(g: nn.Module) -> nn.Module:
             continue
         for i in range(len(seq) - 1):
             conv, bn = seq[i], seq[i + 1]
-            if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+            if (
+                isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d))
+                and isinstance(bn, nn.BatchNorm2d)
+                and bn.track_running_stats
+            ):
                 seq[i] = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, nn.ConvTranspose2d))
                 seq[i + 1] = nn.Identity()
     return g
@@ -63,10 +67,14 @@ def _max_diff(runner, g: UNetGenerator, inputs: list[torch.Tensor]) -> float:
 
 def _require_parity(kind: str, path: Path, diff: float, tolerance: float) -> None:
     if not diff <= tolerance:
-        raise ExportError(f"{path}: {kind} output differs from PyTorch by {diff:.3g} (> {tolerance}); the export is not trustworthy")
+        raise ExportError(
+            f"{path}: {kind} output differs from PyTorch by {diff:.3g} (> {tolerance}); the export is not trustworthy"
+        )
 
 
-def export_torchscript(g: UNetGenerator, config: dict, path: Path | str, tolerance: float = PARITY_TOLERANCE) -> dict[str, Any]:
+def export_torchscript(
+    g: UNetGenerator, config: dict, path: Path | str, tolerance: float = PARITY_TOLERANCE
+) -> dict[str, Any]:
     """Trace + freeze, BatchNorm folded; returns {"path", "max_abs_diff"} against eager `g`."""
     path = Path(path)
     g = g.cpu().eval()
@@ -83,7 +91,9 @@ def export_torchscript(g: UNetGenerator, config: dict, path: Path | str, toleran
     return {"path": str(path), "max_abs_diff": diff}
 
 
-def export_onnx(g: UNetGenerator, config: dict, path: Path | str, opset: int = 17, tolerance: float = PARITY_TOLERANCE) -> dict[str, Any]:
+def export_onnx(
+    g: UNetGenerator, config: dict, path: Path | str, opset: int = 17, tolerance: float = PARITY_TOLERANCE
+) -> dict[str, Any]:
     """ONNX with dynamic batch/height/width, BatchNorm folded, checked with onnxruntime."""
     try:
         import onnx
@@ -99,8 +109,13 @@ def export_onnx(g: UNetGenerator, config: dict, path: Path | str, opset: int = 1
         # The TorchScript-based exporter handles symbolic H/W through the U-Net's skips;
         # torch.export (dynamo=True) specialises them to the example size.
         torch.onnx.export(
-            fold_batchnorm(g), (inputs[0],), buffer, dynamo=False, opset_version=opset,
-            input_names=["input"], output_names=["output"],
+            fold_batchnorm(g),
+            (inputs[0],),
+            buffer,
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["output"],
             dynamic_axes={"input": dynamic, "output": dynamic},
         )
     model = onnx.load_from_string(buffer.getvalue())
@@ -125,7 +140,12 @@ def export_generator(checkpoint: Path | str, out_dir: Path | str, formats=("torc
     config = cfg.to_dict()
     weights = out_dir / "generator.pt"
     save_checkpoint({"generator": g.state_dict(), "config": config, "step": state.get("step", 0), "format": 1}, weights)
-    report: dict[str, Any] = {"generator": str(weights), "step": state.get("step", 0), "multiple": g.multiple, "config": config}
+    report: dict[str, Any] = {
+        "generator": str(weights),
+        "step": state.get("step", 0),
+        "multiple": g.multiple,
+        "config": config,
+    }
     unknown = set(formats) - {"torchscript", "onnx"}
     if unknown:
         raise ExportError(f"unknown export format(s) {sorted(unknown)}; use torchscript and/or onnx")

@@ -59,7 +59,9 @@ def open_image(path: Path, decode: bool = True) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{path}: image is too large to decode safely ({e}); downscale it or remove it") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not a readable image (unknown or corrupt format); re-export it as PNG/JPEG or remove it") from None
+        raise ImageError(
+            f"{path}: not a readable image (unknown or corrupt format); re-export it as PNG/JPEG or remove it"
+        ) from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{path}: cannot decode image ({e}); re-export it as PNG/JPEG or remove it") from None
     return img

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -27,7 +27,9 @@ class GeneratorRunner:
     """A callable N x C x H x W tensor in [-1, 1] -> same, plus what it needs to know:
     input/output channels and the size multiple."""
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], input_nc: int, output_nc: int, multiple: int, config: dict):
+    def __init__(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], input_nc: int, output_nc: int, multiple: int, config: dict
+    ):
         self.fn, self.input_nc, self.output_nc, self.multiple, self.config = fn, input_nc, output_nc, multiple, config
 
     @torch.no_grad()
@@ -35,7 +37,9 @@ class GeneratorRunner:
         return self.fn(x)
 
 
-def in_precision(fn: Callable[[torch.Tensor], torch.Tensor], amp: str, device: str | torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+def in_precision(
+    fn: Callable[[torch.Tensor], torch.Tensor], amp: str, device: str | torch.device
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """`fn` run under bf16 autocast where `amp` (auto/true/false, as train.amp) turns it on for
     this device (CPUs with native bf16, CUDA), with float32 outputs either way."""
     device = torch.device(device)
@@ -71,7 +75,9 @@ def load_torchscript(path: Path | str, device: str | torch.device = "cpu"):
         warnings.simplefilter("ignore")
         module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
     if not extra[CONFIG_KEY]:
-        raise ExportError(f"{path}: not a pix2pix TorchScript export (no {CONFIG_KEY}); export it with `pix2pix export`")
+        raise ExportError(
+            f"{path}: not a pix2pix TorchScript export (no {CONFIG_KEY}); export it with `pix2pix export`"
+        )
     return module.eval(), json.loads(extra[CONFIG_KEY]), int(extra["multiple"])
 
 
@@ -89,7 +95,9 @@ class OnnxGenerator:
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
         if CONFIG_KEY not in meta:
-            raise ExportError(f"{path}: not a pix2pix ONNX export (no {CONFIG_KEY} metadata); export it with `pix2pix export`")
+            raise ExportError(
+                f"{path}: not a pix2pix ONNX export (no {CONFIG_KEY} metadata); export it with `pix2pix export`"
+            )
         self.config = json.loads(meta[CONFIG_KEY])
         self.multiple = int(meta["multiple"])
 
@@ -104,7 +112,9 @@ def _enable_dropout(g: torch.nn.Module) -> None:
             m.train()
 
 
-def load_runner(path: Path | str, device: str | torch.device = "cpu", keep_dropout: bool = False, amp: str = "auto") -> GeneratorRunner:
+def load_runner(
+    path: Path | str, device: str | torch.device = "cpu", keep_dropout: bool = False, amp: str = "auto"
+) -> GeneratorRunner:
     """Pick the loader by file type: .onnx (onnxruntime, float32), .ts/.torchscript, else a
     checkpoint; the last two run in bf16 where `amp` (auto/true/false) turns it on."""
     path = Path(path)
@@ -116,9 +126,13 @@ def load_runner(path: Path | str, device: str | torch.device = "cpu", keep_dropo
     if suffix in (".ts", ".torchscript"):
         module, config, multiple = load_torchscript(path, device)
         run = in_precision(module, amp, device)
-        return GeneratorRunner(lambda x: run(x.to(device)).cpu(), config["data"]["input_nc"], config["data"]["output_nc"], multiple, config)
+        return GeneratorRunner(
+            lambda x: run(x.to(device)).cpu(), config["data"]["input_nc"], config["data"]["output_nc"], multiple, config
+        )
     g, cfg = generator_from_checkpoint(path, device)
     if keep_dropout:
         _enable_dropout(g)  # the paper's test-time noise: dropout stays on
     run = in_precision(g, amp, device)
-    return GeneratorRunner(lambda x: run(x.to(device)).cpu(), cfg.data.input_nc, cfg.data.output_nc, g.multiple, cfg.to_dict())
+    return GeneratorRunner(
+        lambda x: run(x.to(device)).cpu(), cfg.data.input_nc, cfg.data.output_nc, g.multiple, cfg.to_dict()
+    )

@@ -33,7 +33,9 @@ class GANLoss:
         return F.binary_cross_entropy_with_logits(pred, target)
 
 
-def discriminator_loss(gan: GANLoss, pred_real: torch.Tensor, pred_fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def discriminator_loss(
+    gan: GANLoss, pred_real: torch.Tensor, pred_fake: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, real, fake); the total is halved, as in the paper, to slow D relative to G."""
     real = gan(pred_real, True)
     fake = gan(pred_fake, False)

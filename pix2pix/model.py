@@ -121,7 +121,7 @@ class Pix2Pix(nn.Module):
         self.scaler.step(self.opt_G)
         self.scaler.update()
         losses = (loss_g_gan, loss_g_l1, loss_d_real, loss_d_fake)
-        return {name: loss.detach() for name, loss in zip(LOSS_NAMES, losses)}
+        return {name: loss.detach() for name, loss in zip(LOSS_NAMES, losses, strict=True)}
 
     def schedulers_step(self) -> None:
         self.sched_G.step()

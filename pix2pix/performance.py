@@ -66,10 +66,20 @@ def _cpu_has(probe: str, flags: set[str]) -> bool:
 # oneDNN's ISA levels as its dnnl_cpu_isa_t bit masks: a level includes every level whose bits
 # it contains. ONEDNN_MAX_CPU_ISA caps what oneDNN dispatches to, whatever the CPU has.
 _ONEDNN_ISA = {
-    "SSE41": 0x1, "AVX": 0x3, "AVX2": 0x7, "AVX2_VNNI": 0xF, "AVX2_VNNI_2": 0x1F,
-    "AVX512_CORE": 0x27, "AVX512_CORE_VNNI": 0x67, "AVX512_CORE_BF16": 0xE7,
-    "AVX10_1_512": 0x1EF, "AVX512_CORE_FP16": 0x1EF, "AVX10_1_512_AMX": 0xFEF,
-    "AVX512_CORE_AMX": 0xFEF, "AVX10_1_512_AMX_FP16": 0x1FEF, "AVX512_CORE_AMX_FP16": 0x1FEF,
+    "SSE41": 0x1,
+    "AVX": 0x3,
+    "AVX2": 0x7,
+    "AVX2_VNNI": 0xF,
+    "AVX2_VNNI_2": 0x1F,
+    "AVX512_CORE": 0x27,
+    "AVX512_CORE_VNNI": 0x67,
+    "AVX512_CORE_BF16": 0xE7,
+    "AVX10_1_512": 0x1EF,
+    "AVX512_CORE_FP16": 0x1EF,
+    "AVX10_1_512_AMX": 0xFEF,
+    "AVX512_CORE_AMX": 0xFEF,
+    "AVX10_1_512_AMX_FP16": 0x1FEF,
+    "AVX512_CORE_AMX_FP16": 0x1FEF,
 }
 
 
@@ -91,7 +101,9 @@ def amx_tiles() -> bool:
 def native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively: AMX tiles or AVX512-BF16 (oneDNN's bf16
     kernels). Elsewhere bf16 is emulated through fp32 and slower than plain fp32."""
-    return amx_tiles() or (_onednn_allows("AVX512_CORE_BF16") and _cpu_has("_is_avx512_bf16_supported", {"avx512_bf16"}))
+    return amx_tiles() or (
+        _onednn_allows("AVX512_CORE_BF16") and _cpu_has("_is_avx512_bf16_supported", {"avx512_bf16"})
+    )
 
 
 def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:

@@ -11,22 +11,22 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from . import distributed
 from .callbacks import Callback, CallbackList
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config
-from .data import EpochSampler, PairedDataset, collate, iter_batches, loader_workers
+from .data import EpochSampler, PairedDataset, collate, iter_batches, loader_workers, training_loader
+from .distributed import select_device
 from .errors import CheckpointError, TrainingDiverged
 from .grid import comparison_grid
 from .metrics import evaluate
-from .distributed import select_device
 from .model import LOSS_NAMES, Pix2Pix, linear_decay
 from .networks import count_parameters
 from .performance import configure_backends, flush_denormals, retain_freed_memory
@@ -80,26 +80,6 @@ class _StopRequest:
         return False
 
 
-def _worker_context():
-    """DataLoader workers start from a forkserver with the data module preloaded, not as forks
-    of this process: a fork inherits its threads and exit handlers (an in-process Prefect flow's,
-    for one), which made forked workers exit with status 1 and abort training."""
-    import multiprocessing
-
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return None  # Windows: DataLoader spawns anyway
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["pix2pix.data"])
-    return ctx
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C / SIGTERM to the main process, which finishes its step,
-    saves a checkpoint and then stops them; a worker dying first would abort that save."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 class Trainer:
     """The training loop: data order, checkpoints with exact resume, validation, callbacks.
 
@@ -134,9 +114,20 @@ class Trainer:
         self.device = self._prepare_device()
         torch.manual_seed(cfg.train.seed)  # network init (identical on every rank) and dropout
         self.model = Pix2Pix(cfg, self.device)
-        self.sampler = EpochSampler(len(train_data), seed=cfg.train.seed, rank=self.dist.rank, num_replicas=self.dist.world_size)
+        self.sampler = EpochSampler(
+            len(train_data), seed=cfg.train.seed, rank=self.dist.rank, num_replicas=self.dist.world_size
+        )
         self.num_workers = loader_workers(cfg.train.num_workers, train_data)
-        self.loader = self._build_loader()
+        if self.num_workers:  # each worker would grow its own cache: decode every item instead
+            train_data.cache_enabled = False
+        self.loader = training_loader(
+            train_data,
+            self.sampler,
+            cfg.train.batch_size,
+            self.num_workers,
+            self.device.type == "cuda" and cfg.train.pin_memory,
+            seed=cfg.train.seed,
+        )
         self.steps_per_epoch = math.ceil(math.ceil(len(train_data) / self.dist.world_size) / cfg.train.batch_size)
         self.total_epochs = cfg.train.epochs + cfg.train.epochs_decay
         samples_from = val_data if val_data is not None else train_data
@@ -163,24 +154,6 @@ class Trainer:
         if device.type == "cpu" and t.flush_denormal:
             flush_denormals()
         return device
-
-    def _build_loader(self) -> DataLoader:
-        t = self.cfg.train
-        if self.num_workers:  # each worker would grow its own cache: decode every item instead
-            self.train_data.cache_enabled = False
-        return DataLoader(
-            self.train_data,
-            batch_size=t.batch_size,
-            sampler=self.sampler,
-            num_workers=self.num_workers,
-            collate_fn=collate,
-            pin_memory=self.device.type == "cuda" and t.pin_memory,
-            worker_init_fn=_ignore_stop_signals,
-            multiprocessing_context=_worker_context() if self.num_workers else None,
-            # Its own generator: otherwise each new iterator draws from the global RNG, and a
-            # resumed run (new iterator mid-epoch) would drift from a straight one.
-            generator=torch.Generator().manual_seed(t.seed),
-        )
 
     def _restore(self, resume: bool) -> None:
         """Resume from last.pt when asked and present (weights, optimizers, RNG, position); a
@@ -263,7 +236,11 @@ class Trainer:
         """Refuse to go on (or to checkpoint) once a loss is NaN or infinite."""
         bad = {k: float(v) for k, v in self.last_losses.items() if not torch.isfinite(v)}
         if bad:
-            kept = f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint.is_file() else "no checkpoint was written"
+            kept = (
+                f"the last good checkpoint is {self.last_checkpoint}"
+                if self.last_checkpoint.is_file()
+                else "no checkpoint was written"
+            )
             raise TrainingDiverged(
                 f"training diverged at step {self.step}: non-finite loss {bad}; {kept}; "
                 "lower train.lr, use gan_mode=lsgan, or check the data for blank images"
@@ -309,7 +286,7 @@ class Trainer:
             }
         )
 
-    def _train_until(self, target: int, stop: "_StopRequest") -> Status:
+    def _train_until(self, target: int, stop: _StopRequest) -> Status:
         """Epochs of steps until the schedule ends, `target` is reached or a stop is asked."""
         while self.epoch < self.total_epochs and self.step < target:
             if self._run_epoch(target, stop):
@@ -319,7 +296,7 @@ class Trainer:
             self._end_epoch()
         return Status.FINISHED if self.step >= self.total_steps else Status.STOPPED
 
-    def _run_epoch(self, target: int, stop: "_StopRequest") -> bool:
+    def _run_epoch(self, target: int, stop: _StopRequest) -> bool:
         """The rest of the current epoch's steps (up to `target`); True when asked to stop."""
         self.sampler.set_epoch(self.epoch, start=self.batches_done * self.cfg.train.batch_size)
         for batch in self.loader:

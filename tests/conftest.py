@@ -31,7 +31,16 @@ def tiny_config(**train_overrides):
     """A 32x32 model small enough for many steps per second on a 2-core CPU."""
     from pix2pix.config import Config, DataConfig, ModelConfig, TrainConfig
 
-    train = dict(epochs=1, epochs_decay=1, batch_size=2, seed=0, device="cpu", log_every=1, sample_every=1000, keep_checkpoints=0)
+    train = {
+        "epochs": 1,
+        "epochs_decay": 1,
+        "batch_size": 2,
+        "seed": 0,
+        "device": "cpu",
+        "log_every": 1,
+        "sample_every": 1000,
+        "keep_checkpoints": 0,
+    }
     train.update(train_overrides)
     return Config(
         data=DataConfig(direction="BtoA", load_size=36, crop_size=32),
@@ -45,7 +54,11 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "pix2pix.cli", *map(str, args)],
-        cwd=cwd or ROOT, env=full_env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd or ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -123,13 +136,42 @@ def write_params(path: Path, **sections) -> Path:
             "synthetic": {"size": 32, "train": 8, "val": 2, "test": 3, "seed": 0},
             "split": {"val": 0.2, "test": 0.2, "seed": 0},
             "pairs": {"builder": "none", "size": 32, "seed": 0},
-            "direction": "BtoA", "load_size": 36, "crop_size": 32, "preprocess": "resize_and_crop",
-            "flip": True, "input_nc": 3, "output_nc": 3, "cache": True,
+            "direction": "BtoA",
+            "load_size": 36,
+            "crop_size": 32,
+            "preprocess": "resize_and_crop",
+            "flip": True,
+            "input_nc": 3,
+            "output_nc": 3,
+            "cache": True,
         },
-        "model": {"ngf": 8, "ndf": 8, "netD": "patch", "n_layers_D": 3, "norm": "batch", "dropout": 0.5, "init_gain": 0.02},
-        "train": {"epochs": 1, "epochs_decay": 1, "batch_size": 4, "lr": 0.0002, "beta1": 0.5, "beta2": 0.999,
-                  "gan_mode": "vanilla", "lambda_l1": 100.0, "seed": 0, "device": "cpu", "amp": "auto",
-                  "num_workers": 0, "log_every": 1, "sample_every": 2, "checkpoint_every": 0, "keep_checkpoints": 1},
+        "model": {
+            "ngf": 8,
+            "ndf": 8,
+            "netD": "patch",
+            "n_layers_D": 3,
+            "norm": "batch",
+            "dropout": 0.5,
+            "init_gain": 0.02,
+        },
+        "train": {
+            "epochs": 1,
+            "epochs_decay": 1,
+            "batch_size": 4,
+            "lr": 0.0002,
+            "beta1": 0.5,
+            "beta2": 0.999,
+            "gan_mode": "vanilla",
+            "lambda_l1": 100.0,
+            "seed": 0,
+            "device": "cpu",
+            "amp": "auto",
+            "num_workers": 0,
+            "log_every": 1,
+            "sample_every": 2,
+            "checkpoint_every": 0,
+            "keep_checkpoints": 1,
+        },
         "evaluate": {"grid_images": 2},
         "export": {"formats": ["torchscript", "onnx"]},
         "promotion": {"metric": "l1", "min_improvement": 0.0},
@@ -148,8 +190,13 @@ PROJECT_FILES = ("pix2pix", "pipeline", "dvc.yaml", ".dvcignore", ".gitignore", 
 
 def tool_env(**extra) -> dict:
     """Environment for subprocesses: this venv's `python` first on PATH, quiet and offline."""
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "OMP_NUM_THREADS": "2",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "OMP_NUM_THREADS": "2",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env.pop("MLFLOW_TRACKING_URI", None)  # each test names its own store, or uses the project default
     env.update(extra)
@@ -168,8 +215,12 @@ def make_project(root: Path, **params) -> Path:
             shutil.copy(src, root / name)
     write_params(root / "params.yaml", **params)
     env = tool_env()
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"], ["git", "config", "user.name", "t"],
-                [sys.executable, "-m", "dvc", "init", "-q"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "config", "user.email", "t@example.com"],
+        ["git", "config", "user.name", "t"],
+        [sys.executable, "-m", "dvc", "init", "-q"],
+    ):
         subprocess.run(cmd, cwd=root, check=True, env=env, capture_output=True)
     shutil.copy(ROOT / ".dvc/config", root / ".dvc/config")  # the project's DVC settings (link type)
     for cmd in (["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
@@ -191,13 +242,29 @@ class MlflowServer:
         self.uri = f"http://127.0.0.1:{free_port()}"
         port = self.uri.rsplit(":", 1)[1]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", port, "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts")],
-            env=tool_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                port,
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{root / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(root / "artifacts"),
+            ],
+            env=tool_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
 
-    def wait_ready(self, timeout: float = 90) -> "MlflowServer":
+    def wait_ready(self, timeout: float = 90) -> MlflowServer:
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
@@ -228,7 +295,14 @@ class MlflowServer:
 
 def dvc(project: Path, *args, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
     """`dvc ARGS` in `project` as a user runs it (this venv, offline, quiet)."""
-    r = subprocess.run([sys.executable, "-m", "dvc", *map(str, args)], cwd=project, env=tool_env(), capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(
+        [sys.executable, "-m", "dvc", *map(str, args)],
+        cwd=project,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check:
         assert r.returncode == 0, f"dvc {' '.join(map(str, args))} failed:\n{r.stdout}\n{r.stderr}"
     return r
@@ -265,6 +339,9 @@ def copy_workspace(src: Path, dest: Path) -> Path:
             for table in tables:
                 for column in db.execute(f'PRAGMA table_info("{table}")').fetchall():
                     if column[2].upper().startswith(("TEXT", "VARCHAR")):
-                        db.execute(f'UPDATE "{table}" SET "{column[1]}" = replace("{column[1]}", ?, ?) WHERE "{column[1]}" LIKE ?',
-                                   (old, new, f"%{old}%"))
+                        db.execute(
+                            f'UPDATE "{table}" SET "{column[1]}" = replace("{column[1]}", ?, ?) WHERE '
+                            f'"{column[1]}" LIKE ?',
+                            (old, new, f"%{old}%"),
+                        )
     return dest

@@ -37,8 +37,14 @@ def site(reproduced, tmp_path_factory):
     dvc(project, "repro", timeout=600)
     port = free_port()
     log = open(project / "app.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "pipeline.ops.app", "--port", str(port), "--max-megapixels", "1"],
-                              cwd=project, env=tool_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.ops.app", "--port", str(port), "--max-megapixels", "1"],
+        cwd=project,
+        env=tool_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
@@ -60,8 +66,17 @@ def page(site):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                                                                      "--disable-component-update", "--disable-sync", "--no-first-run"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1100, "height": 800})
         page.goto(site[1])
         page.wait_for_selector("#ref option", state="attached")
@@ -78,7 +93,9 @@ def _upload(page, path: Path, output: str) -> str:
     """Upload `path`; returns the page's error message ('' when the output came)."""
     page.evaluate("document.getElementById('result').innerHTML = ''")
     page.set_input_files("#upload", str(path))
-    page.wait_for_function(f"document.querySelector('#{output}') || document.getElementById('error').textContent", timeout=120_000)
+    page.wait_for_function(
+        f"document.querySelector('#{output}') || document.getElementById('error').textContent", timeout=120_000
+    )
     return page.inner_text("#error")
 
 
@@ -93,7 +110,11 @@ def test_upload_translates_like_pix2pix_predict_of_the_same_version(site, page, 
     page.wait_for_function("document.getElementById('info').textContent.includes('version 2 (@challenger)')")
     page.select_option("#ref", "champion")
     page.wait_for_function("document.getElementById('info').textContent.includes('version 1 (@champion)')")
-    assert "version 1" in page.inner_text("#info") and "l1" in page.inner_text("#info") and "data fingerprint" in page.inner_text("#info")
+    assert (
+        "version 1" in page.inner_text("#info")
+        and "l1" in page.inner_text("#info")
+        and "data fingerprint" in page.inner_text("#info")
+    )
     assert _upload(page, upload, "output-champion") == ""
     shown = _pixels(page, "#output-champion")
     assert shown.shape[:2] == (37, 45)
@@ -101,7 +122,9 @@ def test_upload_translates_like_pix2pix_predict_of_the_same_version(site, page, 
     import mlflow
 
     uri = f"sqlite:///{project / 'mlflow.db'}"  # a client of its own: nothing global is set
-    location = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_download_uri("pix2pix-synthetic", "1")
+    location = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_download_uri(
+        "pix2pix-synthetic", "1"
+    )
     onnx = next(Path(location.removeprefix("file://")).rglob("generator.onnx"))
     r = run_cli("predict", "--model", onnx, "--input", upload, "--output", tmp_path / "cli.png")
     assert r.returncode == 0, r.stderr

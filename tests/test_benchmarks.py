@@ -13,7 +13,9 @@ pytestmark = pytest.mark.slow
 
 
 def _run(*args, timeout=600):
-    r = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=tool_env(), capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(
+        [sys.executable, *map(str, args)], cwd=ROOT, env=tool_env(), capture_output=True, text=True, timeout=timeout
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout
 
@@ -22,7 +24,8 @@ def test_gpu_benchmark_runs_as_a_cpu_smoke():
     out = _run("benchmarks/gpu_speed.py", "--smoke")
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert {(r["variant"], r["batch"]) for r in rows} == {
-        (v, b) for v in ("textbook", "ours", "ours DDP x2") for b in (1, 2)}
+        (v, b) for v in ("textbook", "ours", "ours DDP x2") for b in (1, 2)
+    }
     assert all(r["images_per_s"] > 0 and r["device"] == "cpu" for r in rows)
     assert "x" in out.split("vs textbook")[0]  # the ratio table is printed
 
@@ -41,8 +44,19 @@ def test_time_to_quality_runs_on_facades():
 
     if not (FACADES / "val").is_dir():
         pytest.skip(f"{FACADES} not found (the real facades beside the repo)")
-    out = _run("benchmarks/time_to_quality.py", "--textbook-steps", 6, "--eval-every", 2, "--window", 2,
-               "--variants", "ours", "--cap", 0.01)
+    out = _run(
+        "benchmarks/time_to_quality.py",
+        "--textbook-steps",
+        6,
+        "--eval-every",
+        2,
+        "--window",
+        2,
+        "--variants",
+        "ours",
+        "--cap",
+        0.01,
+    )
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     textbook, ours = rows
     assert textbook["steps"] == 6 and len(textbook["history"]) == 3

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import tool_env, write_params
 from pipeline import presets
-from pipeline.data.builders import build_pairs
 from pipeline.config import PairsConfig, config_from_dict
+from pipeline.data.builders import build_pairs
 from pix2pix.config import ConfigError, build_section
+
+from conftest import tool_env, write_params
 
 
 def _photos(folder, sizes=((80, 60), (50, 90), (64, 64))):
@@ -66,7 +67,11 @@ def test_each_builder_writes_square_pairs_deterministically(tmp_path, builder):
 def test_noise_depends_on_the_seed_and_the_photo(tmp_path):
     photos = _photos(tmp_path / "photos", sizes=((40, 40), (40, 40)))
     build_pairs(photos, tmp_path / "s3", _cfg("noise"))
-    build_pairs(photos, tmp_path / "s4", build_section(PairsConfig, {"builder": "noise", "size": 32, "seed": 4}, "data.pairs").validate())
+    build_pairs(
+        photos,
+        tmp_path / "s4",
+        build_section(PairsConfig, {"builder": "noise", "size": 32, "seed": 4}, "data.pairs").validate(),
+    )
     assert (tmp_path / "s3/p0.png").read_bytes() != (tmp_path / "s4/p0.png").read_bytes()
     noise0 = _halves(tmp_path / "s3/p0.png")[0] - _halves(tmp_path / "s3/p0.png")[1]
     noise1 = _halves(tmp_path / "s3/photo 1.png")[0] - _halves(tmp_path / "s3/photo 1.png")[1]
@@ -90,7 +95,10 @@ def test_split_folders_are_kept_and_the_input_follows_the_direction(tmp_path):
     _photos(photos / "test", sizes=((40, 40),))
     build_pairs(photos, tmp_path / "ab", _cfg("grayscale"), direction="AtoB")
     build_pairs(photos, tmp_path / "ba", _cfg("grayscale"), direction="BtoA")
-    assert sorted(p.relative_to(tmp_path / "ab").as_posix() for p in (tmp_path / "ab").rglob("*.png")) == ["test/p0.png", "train/p0.png"]
+    assert sorted(p.relative_to(tmp_path / "ab").as_posix() for p in (tmp_path / "ab").rglob("*.png")) == [
+        "test/p0.png",
+        "train/p0.png",
+    ]
     left_ab, right_ab = _halves(tmp_path / "ab/train/p0.png")
     left_ba, right_ba = _halves(tmp_path / "ba/train/p0.png")
     assert np.array_equal(left_ab, right_ba) and np.array_equal(right_ab, left_ba)
@@ -116,8 +124,12 @@ def test_unreadable_photos_are_rejected_with_a_reason(tmp_path):
 
 @pytest.mark.parametrize(
     "values,key",
-    [({"builder": "sepia"}, "data.pairs.builder"), ({"builder": "noise", "noise": {"sigma": 0, "jpeg_quality": 0}}, "data.pairs.noise"),
-     ({"builder": "edges", "edges": {"low": 0.5, "high": 0.1}}, "data.pairs.edges.low"), ({"builder": "noise", "colour": 1}, "data.pairs.colour")],
+    [
+        ({"builder": "sepia"}, "data.pairs.builder"),
+        ({"builder": "noise", "noise": {"sigma": 0, "jpeg_quality": 0}}, "data.pairs.noise"),
+        ({"builder": "edges", "edges": {"low": 0.5, "high": 0.1}}, "data.pairs.edges.low"),
+        ({"builder": "noise", "colour": 1}, "data.pairs.colour"),
+    ],
 )
 def test_bad_builder_settings_name_the_key(values, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -127,12 +139,16 @@ def test_bad_builder_settings_name_the_key(values, key):
 def test_a_preset_replaces_the_defaults_but_not_what_the_user_set():
     cfg = config_from_dict({"preset": "facades", "data": {"cache": False}, "train": {"seed": 7, "epochs": 15}})
     assert cfg.data.source == "facades" and cfg.data.direction == "BtoA" and cfg.data.crop_size == 256
-    assert cfg.train.epochs + cfg.train.epochs_decay == 200 and cfg.train.batch_size == 1  # 15 is the default: the preset's wins
+    assert (
+        cfg.train.epochs + cfg.train.epochs_decay == 200 and cfg.train.batch_size == 1
+    )  # 15 is the default: the preset's wins
     assert cfg.data.cache is False and cfg.train.seed == 7  # not the preset's keys
     # What `dvc exp run -S preset=facades -S data.source=...` writes: the local copy wins.
     local = config_from_dict({"preset": "facades", "data": {"source": "/data/facades-copy"}, "model": {"ngf": 16}})
     assert local.data.source == "/data/facades-copy" and local.model.ngf == 16
-    assert local.data.crop_size == 256 and local.model.ndf == 64 and local.train.epochs == 100  # the rest is the preset's
+    assert (
+        local.data.crop_size == 256 and local.model.ndf == 64 and local.train.epochs == 100
+    )  # the rest is the preset's
     with pytest.raises(presets.PresetError, match="unknown preset 'facade'"):
         config_from_dict({"preset": "facade"})
     for name in presets.PRESETS:  # every preset yields a valid pix2pix config
@@ -142,15 +158,33 @@ def test_a_preset_replaces_the_defaults_but_not_what_the_user_set():
 def test_presets_apply_writes_params_yaml_keeping_comments(tmp_path):
     params = write_params(tmp_path / "params.yaml")
     params.write_text("# my comment\n" + params.read_text())
-    r = subprocess.run([sys.executable, "-m", "pipeline.ops.presets", "apply", "edges2shoes"], cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline.ops.presets", "apply", "edges2shoes"],
+        cwd=tmp_path,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     import yaml
 
     text = params.read_text()
     written = yaml.safe_load(text)
     assert text.startswith("# my comment\n")
-    assert written["data"]["source"] == "edges2shoes" and written["train"]["batch_size"] == 4 and written["preset"] == "none"
-    r = subprocess.run([sys.executable, "-m", "pipeline.ops.presets", "apply", "nope"], cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=60)
+    assert (
+        written["data"]["source"] == "edges2shoes"
+        and written["train"]["batch_size"] == 4
+        and written["preset"] == "none"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline.ops.presets", "apply", "nope"],
+        cwd=tmp_path,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 1 and "unknown preset 'nope'" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -165,21 +199,28 @@ def test_colorization_builder_end_to_end_with_dvc_repro(tmp_path):
         tmp_path / "project",
         data={"pairs": {"builder": "grayscale", "size": 32, "seed": 0}, "direction": "AtoB", "input_nc": 1},
     )
-    r = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, env=tool_env(), capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro"], cwd=project, env=tool_env(), capture_output=True, text=True, timeout=900
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     raw = sorted((project / "data/raw/train").glob("*.png"))
     assert len(raw) == 8
     pair = np.asarray(Image.open(raw[0]).convert("RGB")).astype(int)
     gray, photo = pair[:, :32], pair[:, 32:]
-    assert pair.shape == (32, 64, 3) and (gray[..., 0] == gray[..., 2]).all() and not (photo[..., 0] == photo[..., 2]).all()
+    assert (
+        pair.shape == (32, 64, 3)
+        and (gray[..., 0] == gray[..., 2]).all()
+        and not (photo[..., 0] == photo[..., 2]).all()
+    )
     ev = json.loads((project / "metrics/eval.json").read_text())
     assert ev["count"] == 3 and {"l1", "input_baseline_l1", "input_baseline_psnr"} <= set(ev)
     assert 0 < ev["input_baseline_l1"] < 1
     card = json.loads((project / "models/export/model_card.json").read_text())
     assert card["params"]["data"]["input_nc"] == 1
     # The export takes one-channel input, like the grayscale photos it was trained on.
-    from pix2pix.loading import OnnxGenerator
     import torch
+
+    from pix2pix.loading import OnnxGenerator
 
     onnx = OnnxGenerator(project / "models/export/generator.onnx")
     assert onnx(torch.zeros(1, 1, 32, 32)).shape == (1, 3, 32, 32)

@@ -8,14 +8,33 @@ from PIL import Image
 from conftest import run_cli
 
 
-
 @pytest.mark.slow
 def test_train_predict_export_evaluate(tmp_path, synthetic_root):
     run = tmp_path / "run"
     r = run_cli(
-        "train", "--data", synthetic_root, "--out", run, "--epochs", 1, "--epochs-decay", 1,
-        "--crop-size", 32, "--load-size", 36, "--ngf", 8, "--ndf", 8, "--batch-size", 2,
-        "--direction", "BtoA", "--sample-every", 2,
+        "train",
+        "--data",
+        synthetic_root,
+        "--out",
+        run,
+        "--epochs",
+        1,
+        "--epochs-decay",
+        1,
+        "--crop-size",
+        32,
+        "--load-size",
+        36,
+        "--ngf",
+        8,
+        "--ndf",
+        8,
+        "--batch-size",
+        2,
+        "--direction",
+        "BtoA",
+        "--sample-every",
+        2,
     )
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
@@ -24,8 +43,29 @@ def test_train_predict_export_evaluate(tmp_path, synthetic_root):
     assert "epoch 2/2" in r.stderr
 
     # Running again resumes at the end: nothing left to do, same step.
-    r = run_cli("train", "--data", synthetic_root, "--out", run, "--epochs", 1, "--epochs-decay", 1,
-                "--crop-size", 32, "--load-size", 36, "--ngf", 8, "--ndf", 8, "--batch-size", 2, "--direction", "BtoA")
+    r = run_cli(
+        "train",
+        "--data",
+        synthetic_root,
+        "--out",
+        run,
+        "--epochs",
+        1,
+        "--epochs-decay",
+        1,
+        "--crop-size",
+        32,
+        "--load-size",
+        36,
+        "--ngf",
+        8,
+        "--ndf",
+        8,
+        "--batch-size",
+        2,
+        "--direction",
+        "BtoA",
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["step"] == 6
 
@@ -43,10 +83,26 @@ def test_train_predict_export_evaluate(tmp_path, synthetic_root):
         assert r.returncode == 0, r.stderr
         assert Image.open(out / "facade label.png").size == (50, 37)
 
-    r = run_cli("evaluate", "--model", run / "export/generator.ts", "--data", synthetic_root / "test",
-                "--out", tmp_path / "m.json", "--per-image", tmp_path / "m.csv", "--grid", tmp_path / "grid.png", "--grid-images", 2)
+    r = run_cli(
+        "evaluate",
+        "--model",
+        run / "export/generator.ts",
+        "--data",
+        synthetic_root / "test",
+        "--out",
+        tmp_path / "m.json",
+        "--per-image",
+        tmp_path / "m.csv",
+        "--grid",
+        tmp_path / "grid.png",
+        "--grid-images",
+        2,
+    )
     assert r.returncode == 0, r.stderr
-    assert Image.open(tmp_path / "grid.png").size == (2 * 32 + 3 * 2, 3 * 32 + 4 * 2)  # 2 pairs x (input, output, target), 2 px gaps
+    assert Image.open(tmp_path / "grid.png").size == (
+        2 * 32 + 3 * 2,
+        3 * 32 + 4 * 2,
+    )  # 2 pairs x (input, output, target), 2 px gaps
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["count"] == 3 and 0 < metrics["l1"] < 1 and metrics["psnr"] > 0
     assert len((tmp_path / "m.csv").read_text().splitlines()) == 4

@@ -5,11 +5,12 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from conftest import ROOT
 from pipeline.config import PipelineConfig, config_from_dict, load_config
 from pipeline.tracking.promotion import PromotionConfig, gate_settings
 from pix2pix.cli import _config_from_args, build_parser, main
 from pix2pix.config import ConfigError, build_section, option
+
+from conftest import ROOT
 
 
 def test_the_shipped_params_yaml_spells_out_exactly_the_defaults():

@@ -6,11 +6,20 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from pix2pix.config import DataConfig
 from pix2pix import data as data_module
+from pix2pix.config import DataConfig
 from pix2pix.data import (
-    EpochSampler, ImageError, Pair, PairedDataset, decode_uint8, discover_pairs, loader_workers, open_image, pil_to_uint8,
-    read_pair, to_channels,
+    EpochSampler,
+    ImageError,
+    Pair,
+    PairedDataset,
+    decode_uint8,
+    discover_pairs,
+    loader_workers,
+    open_image,
+    pil_to_uint8,
+    read_pair,
+    to_channels,
 )
 
 
@@ -57,7 +66,9 @@ def test_flip_mirrors_both_halves_for_some_seeds_and_not_others(tmp_path):
         if torch.equal(item["input"], plain["input"]):
             assert torch.equal(item["target"], plain["target"])
         else:
-            assert torch.equal(item["input"], plain["input"].flip(-1)) and torch.equal(item["target"], plain["target"].flip(-1))
+            assert torch.equal(item["input"], plain["input"].flip(-1)) and torch.equal(
+                item["target"], plain["target"].flip(-1)
+            )
             flipped += 1
     assert 0 < flipped < 16
     no_flip = PairedDataset(tmp_path, DataConfig(load_size=64, crop_size=64, preprocess="resize", flip=False))
@@ -107,7 +118,9 @@ def test_grayscale_channels(tmp_path):
 def test_any_pillow_mode_converts(mode):
     base = Image.new("RGB", (8, 4), (200, 100, 50))
     if mode in ("I;16", "I", "F"):
-        arr = np.full((4, 8), 40000 if mode != "F" else 0.5, dtype={"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode])
+        arr = np.full(
+            (4, 8), 40000 if mode != "F" else 0.5, dtype={"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+        )
         img = Image.fromarray(arr)
         assert img.mode == mode
     else:
@@ -194,8 +207,19 @@ def test_sampler_shards_for_distributed_training():
     assert set().union(*map(set, shards)) == set(range(10))
 
 
-@pytest.mark.parametrize("name,mode", [("rgb.jpg", "RGB"), ("gray.jpg", "L"), ("rgb.png", "RGB"), ("gray.png", "L"),
-                                       ("rgba.png", "RGBA"), ("p.png", "P"), ("i16.png", "I;16"), ("cmyk.jpg", "CMYK")])
+@pytest.mark.parametrize(
+    "name,mode",
+    [
+        ("rgb.jpg", "RGB"),
+        ("gray.jpg", "L"),
+        ("rgb.png", "RGB"),
+        ("gray.png", "L"),
+        ("rgba.png", "RGBA"),
+        ("p.png", "P"),
+        ("i16.png", "I;16"),
+        ("cmyk.jpg", "CMYK"),
+    ],
+)
 def test_fast_decoder_gives_exactly_what_pillow_gives(tmp_path, name, mode):
     """torchvision.io decodes the plain files, Pillow the rest: the pixels never depend on which."""
     rng = np.random.default_rng(1)

@@ -48,8 +48,18 @@ def test_two_gloo_ranks_train_identical_generators_and_only_rank0_checkpoints(tm
     script.write_text(WORKER)
     out = tmp_path / "run"
     out.mkdir()
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(script), str(synthetic_root), str(out), str(ROOT / "tests"), str(ROOT)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(script),
+        str(synthetic_root),
+        str(out),
+        str(ROOT / "tests"),
+        str(ROOT),
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
 

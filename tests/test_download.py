@@ -6,11 +6,12 @@ import zipfile
 import pytest
 from PIL import Image
 
-from conftest import RangeServer, write_params
-from pipeline.stages import download
-from pipeline.stages.download import fetch, materialise, safe_extract
 from pipeline.config import SyntheticConfig
 from pipeline.stage import StageError
+from pipeline.stages import download
+from pipeline.stages.download import fetch, materialise, safe_extract
+
+from conftest import RangeServer, write_params
 
 
 def _image_bytes(w=64, h=32, color=(10, 200, 30)):
@@ -40,7 +41,11 @@ def test_url_archive_is_downloaded_extracted_and_flattened(tmp_path, monkeypatch
     with RangeServer(served) as srv:
         materialise(f"{srv.url}/mine.tar.gz", tmp_path / "raw", SyntheticConfig(), "unused", progress=False)
     assert sorted(p.relative_to(tmp_path / "raw").as_posix() for p in (tmp_path / "raw").rglob("*.png")) == [
-        "test/1.png", "train/1.png", "train/2.png", "train/3.png"]
+        "test/1.png",
+        "train/1.png",
+        "train/2.png",
+        "train/3.png",
+    ]
 
 
 def test_download_resumes_after_a_dropped_connection(tmp_path):

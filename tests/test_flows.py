@@ -58,7 +58,12 @@ def test_override_run_goes_through_the_gate(project):
     an improvement no model can make) keeps version 1 as champion and says why."""
     from pipeline.ops.flows import retrain
 
-    summary = retrain(project=str(project), overrides={"train.epochs_decay": 3, "promotion.min_improvement": 1000.0}, run_name="longer", retries=0)
+    summary = retrain(
+        project=str(project),
+        overrides={"train.epochs_decay": 3, "promotion.min_improvement": 1000.0},
+        run_name="longer",
+        retries=0,
+    )
     assert summary["model"]["version"] == "2" and summary["decision"] == "kept champion"
     assert "not better by at least 1000.0" in summary["reason"]
     client, champion = _champion(project)
@@ -67,7 +72,13 @@ def test_override_run_goes_through_the_gate(project):
     assert champion == "1"
     assert str(client.get_model_version_by_alias("pix2pix-synthetic", "challenger").version) == "2"
     # The run is a DVC experiment named as asked, with its own (committed) metrics.
-    shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=project, env=tool_env(), capture_output=True, text=True)
+    shown = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "show", "--json"],
+        cwd=project,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+    )
     assert shown.returncode == 0 and '"longer"' in shown.stdout
     assert json.loads((project / "metrics/train/metrics.json").read_text())["steps"] == 2 * (1 + 3)
 

@@ -24,7 +24,14 @@ def server(tmp_path_factory):
 
 
 def run_stage(project, stage, **env):
-    r = subprocess.run([sys.executable, "-m", f"pipeline.stages.{stage}"], cwd=project, env=_env(**env), capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", f"pipeline.stages.{stage}"],
+        cwd=project,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, f"{stage} failed:\n{r.stdout}\n{r.stderr}"
     return r
 
@@ -58,7 +65,11 @@ def test_run_holds_params_curves_images_and_test_metrics(server, tracked_project
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
     steps = {p.split("+step+")[1].split("+")[0] for p in images if "+step+" in p}
     assert len(steps) >= 2, images
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "eval")} >= {"eval/eval.json", "eval/eval_per_image.csv", "eval/best.png"}
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "eval")} >= {
+        "eval/eval.json",
+        "eval/eval_per_image.csv",
+        "eval/best.png",
+    }
     assert run.info.status == "FINISHED"
 
 
@@ -115,7 +126,11 @@ def test_default_store_is_an_absolute_sqlite_file_in_the_project(tmp_path, monke
     # Given the project folder, the working directory does not matter (Prefect tasks pass it).
     other = tmp_path / "elsewhere"
     monkeypatch.chdir(other.parent)
-    assert tracking.tracking_uri(exp_copy) == tracking.tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert (
+        tracking.tracking_uri(exp_copy)
+        == tracking.tracking_uri(tmp_path)
+        == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    )
     from pipeline.data.sources import dataset_name
 
     assert dataset_name("../shared/datasets/facades/") == "facades"
@@ -139,8 +154,14 @@ def test_model_page_api_works_against_the_tracking_server(server, tracked_projec
     assert info["version"] == "1" and "l1" in info["metrics"] and len(info["data_fingerprint"]) == 64
     buffer = io.BytesIO()
     Image.new("RGBA", (40, 30), (200, 10, 10, 128)).save(buffer, "PNG")
-    r = client.post("/api/translate", params={"model": "pix2pix-synthetic", "refs": "champion,challenger"}, content=buffer.getvalue())
-    assert r.status_code == 200 and set(r.json()["outputs"]) == {"champion", "challenger"} and r.json()["size"] == [40, 30]
+    r = client.post(
+        "/api/translate",
+        params={"model": "pix2pix-synthetic", "refs": "champion,challenger"},
+        content=buffer.getvalue(),
+    )
+    assert (
+        r.status_code == 200 and set(r.json()["outputs"]) == {"champion", "challenger"} and r.json()["size"] == [40, 30]
+    )
     test_id = client.get("/api/test-images").json()[0]
     r = client.post("/api/translate", params={"model": "pix2pix-synthetic", "test_id": test_id})
     assert r.status_code == 200 and r.json()["target"].startswith("data:image/png;base64,")

@@ -79,10 +79,26 @@ def test_second_repro_is_a_no_op(project):
 
 
 def test_metrics_and_plots_are_committed_outputs_not_ignored_files(project):
-    ignored = subprocess.run(["git", "check-ignore", "metrics/eval.json", "metrics/train/metrics.json", "reports/best.png",
-                              "metrics/train/plots/metrics/G_L1.tsv"], cwd=project, capture_output=True, text=True)
+    ignored = subprocess.run(
+        [
+            "git",
+            "check-ignore",
+            "metrics/eval.json",
+            "metrics/train/metrics.json",
+            "reports/best.png",
+            "metrics/train/plots/metrics/G_L1.tsv",
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
     assert ignored.stdout == ""  # none of them is git-ignored: they are committed
-    ignored = subprocess.run(["git", "check-ignore", "data/raw", "models/checkpoints", "mlflow.db"], cwd=project, capture_output=True, text=True)
+    ignored = subprocess.run(
+        ["git", "check-ignore", "data/raw", "models/checkpoints", "mlflow.db"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
     assert ignored.stdout.split() == ["data/raw", "models/checkpoints", "mlflow.db"]
 
 
@@ -91,10 +107,28 @@ def test_metrics_and_params_commands(project):
     shown = json.loads(r.stdout)
     assert "l1" in json.dumps(shown) and "psnr" in json.dumps(shown)
     plots = json.loads(dvc(project, "plots", "show", "--json").stdout)["data"]
-    quantities = {"G_GAN", "G_L1", "D_real", "D_fake", "lr", "images_per_sec", "epoch", "val_l1", "val_psnr", "val_ssim"}
+    quantities = {
+        "G_GAN",
+        "G_L1",
+        "D_real",
+        "D_fake",
+        "lr",
+        "images_per_sec",
+        "epoch",
+        "val_l1",
+        "val_psnr",
+        "val_ssim",
+    }
     assert {p.rsplit("/", 1)[-1].removesuffix(".tsv") for p in plots} == quantities  # one plot each
     # Offline rendering to PNG (dvc's own HTML needs a CDN).
-    r = subprocess.run([sys.executable, "-m", "pipeline.ops.plots"], cwd=project, env=tool_env(), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline.ops.plots"],
+        cwd=project,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     pngs = sorted(p.name for p in (project / "reports/plots").glob("*.png"))
     assert pngs == sorted(f"{q}.png" for q in quantities)
@@ -114,7 +148,11 @@ def _exp_metrics(shown: list, name: str) -> dict:
 def test_changing_a_train_param_reruns_only_train_evaluate_export(project):
     _commit(project, "the default run, its lock and metrics")
     r = dvc(project, "exp", "run", "-S", "train.epochs_decay=2", "-n", "longer")
-    assert "Running stage 'train'" in r.stdout and "Running stage 'evaluate'" in r.stdout and "Running stage 'export'" in r.stdout
+    assert (
+        "Running stage 'train'" in r.stdout
+        and "Running stage 'evaluate'" in r.stdout
+        and "Running stage 'export'" in r.stdout
+    )
     assert "Running stage 'download'" not in r.stdout and "Running stage 'split'" not in r.stdout
     assert json.loads((project / "metrics/train/metrics.json").read_text())["steps"] == 6
     # DVC's own comparison sees both: the committed baseline and the experiment.
@@ -158,7 +196,8 @@ def _checkpoint_of_this_run(project, epochs: int) -> bool:
     try:
         fingerprint = json.loads((folder / "fingerprint.json").read_text())
         return fingerprint["config"]["train"]["epochs"] == epochs and (
-            (folder / "last.pt").stat().st_mtime_ns > (folder / "fingerprint.json").stat().st_mtime_ns)
+            (folder / "last.pt").stat().st_mtime_ns > (folder / "fingerprint.json").stat().st_mtime_ns
+        )
     except (OSError, ValueError, KeyError):
         return False
 
@@ -167,7 +206,14 @@ def test_a_killed_training_resumes_on_the_next_repro(project):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["train"].update(epochs=25, epochs_decay=0, checkpoint_every=2)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=project, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro"],
+        cwd=project,
+        env=tool_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     ckpt = project / "models/checkpoints/last.pt"
     deadline = time.time() + 300
     killed = None
@@ -192,7 +238,10 @@ def test_a_killed_training_resumes_on_the_next_repro(project):
     summary = json.loads((project / "metrics/train/metrics.json").read_text())
     assert summary["resumed_from_step"] == saved_step and summary["steps"] == 50
     # The history holds every step once: what was logged after the checkpoint was dropped.
-    steps = [int(line.split("\t")[0]) for line in (project / "metrics/train/plots/metrics/G_L1.tsv").read_text().splitlines()[1:]]
+    steps = [
+        int(line.split("\t")[0])
+        for line in (project / "metrics/train/plots/metrics/G_L1.tsv").read_text().splitlines()[1:]
+    ]
     assert steps == list(range(1, 51))
 
 
@@ -209,9 +258,15 @@ def test_a_dataset_with_train_and_val_only_runs_end_to_end_with_workers(tmp_path
     for split, n in (("train", 6), ("val", 2)):
         (source / split).mkdir(parents=True)
         for i in range(n):
-            Image.fromarray(rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)).save(source / split / f"{i}.jpg", quality=90)
-    project = make_project(tmp_path / "project", data={"source": str(source)}, train={"num_workers": 1},
-                           export={"formats": ["torchscript"]})
+            Image.fromarray(rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)).save(
+                source / split / f"{i}.jpg", quality=90
+            )
+    project = make_project(
+        tmp_path / "project",
+        data={"source": str(source)},
+        train={"num_workers": 1},
+        export={"formats": ["torchscript"]},
+    )
     r = dvc(project, "repro", timeout=900)
     assert "split: 8 pairs (train 6, val 2, test 0)" in r.stdout and "1 DataLoader worker(s) decoding" in r.stdout
     ev = json.loads((project / "metrics/eval.json").read_text())

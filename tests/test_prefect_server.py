@@ -42,10 +42,15 @@ def test_scheduled_deployment_runs_to_completion(tmp_path, reproduced):
     server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
     logs = tmp_path / "logs"
     logs.mkdir()
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=server_env, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=server_env,
+        stdout=open(logs / "server.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
     serve = None
     try:
+
         def healthy():
             try:
                 return urllib.request.urlopen(f"{api}/health", timeout=2).status == 200
@@ -53,13 +58,35 @@ def test_scheduled_deployment_runs_to_completion(tmp_path, reproduced):
                 return False
 
         _wait(healthy, 120, "the Prefect server")
-        serve = subprocess.Popen([sys.executable, "-m", "pipeline.ops.flows", "serve", "--project", str(project), "--name", "nightly",
-                                  "--cron", "0 3 * * 1"], cwd=project, env=env, stdout=open(logs / "serve.log", "w"), stderr=subprocess.STDOUT)
+        serve = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.ops.flows",
+                "serve",
+                "--project",
+                str(project),
+                "--name",
+                "nightly",
+                "--cron",
+                "0 3 * * 1",
+            ],
+            cwd=project,
+            env=env,
+            stdout=open(logs / "serve.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
 
         def prefect(*args):
-            return subprocess.run([sys.executable, "-m", "prefect", *args], env=env, capture_output=True, text=True, timeout=120)
+            return subprocess.run(
+                [sys.executable, "-m", "prefect", *args], env=env, capture_output=True, text=True, timeout=120
+            )
 
-        inspected = _wait(lambda: (r := prefect("deployment", "inspect", "pix2pix-retrain/nightly")).returncode == 0 and r.stdout, 120, "the deployment")
+        inspected = _wait(
+            lambda: (r := prefect("deployment", "inspect", "pix2pix-retrain/nightly")).returncode == 0 and r.stdout,
+            120,
+            "the deployment",
+        )
         assert "0 3 * * 1" in inspected
 
         run = prefect("deployment", "run", "pix2pix-retrain/nightly")
@@ -69,7 +96,11 @@ def test_scheduled_deployment_runs_to_completion(tmp_path, reproduced):
         def final_state():
             r = prefect("flow-run", "inspect", run_id)
             for state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-                if f"type=StateType.{state}" in r.stdout or f"'type': '{state}'" in r.stdout or f"state_type={state}" in r.stdout:
+                if (
+                    f"type=StateType.{state}" in r.stdout
+                    or f"'type': '{state}'" in r.stdout
+                    or f"state_type={state}" in r.stdout
+                ):
                     return state
             return None
 

@@ -36,7 +36,9 @@ def registry(tmp_path, monkeypatch):
 
     def register(model) -> str:
         with mlflow.start_run(experiment_id=exp):
-            info = mlflow.pyfunc.log_model(name="m", python_model=model, registered_model_name=NAME, pip_requirements=["numpy"])
+            info = mlflow.pyfunc.log_model(
+                name="m", python_model=model, registered_model_name=NAME, pip_requirements=["numpy"]
+            )
         return str(info.registered_model_version)
 
     yield register, mlflow.MlflowClient()

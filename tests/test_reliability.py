@@ -10,17 +10,55 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MlflowServer, run_cli, tool_env, write_params
 from pix2pix.checkpoint import CheckpointError, load_checkpoint
 
+from conftest import MlflowServer, run_cli, tool_env, write_params
 
-TRAIN_ARGS = ("--epochs", 400, "--epochs-decay", 0, "--crop-size", 32, "--load-size", 36, "--ngf", 8, "--ndf", 8,
-              "--batch-size", 2, "--direction", "BtoA", "--checkpoint-every", 1, "--log-every", 1, "--sample-every", 100000)
+TRAIN_ARGS = (
+    "--epochs",
+    400,
+    "--epochs-decay",
+    0,
+    "--crop-size",
+    32,
+    "--load-size",
+    36,
+    "--ngf",
+    8,
+    "--ndf",
+    8,
+    "--batch-size",
+    2,
+    "--direction",
+    "BtoA",
+    "--checkpoint-every",
+    1,
+    "--log-every",
+    1,
+    "--sample-every",
+    100000,
+)
 
 
 def _train_proc(data, out, *extra):
-    return subprocess.Popen([sys.executable, "-m", "pix2pix.cli", "train", "--data", str(data), "--out", str(out), *map(str, TRAIN_ARGS), *map(str, extra)],
-                            env=tool_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pix2pix.cli",
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            *map(str, TRAIN_ARGS),
+            *map(str, extra),
+        ],
+        env=tool_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _kill_during_a_checkpoint_write(proc, out: Path, timeout: float = 120) -> bool:
@@ -88,10 +126,11 @@ def test_sigterm_and_sigint_write_a_final_checkpoint_and_exit_cleanly(tmp_path, 
 
 
 def test_disk_full_during_export_keeps_the_previous_export(tmp_path, synthetic_root, monkeypatch):
-    from conftest import tiny_config
     from pix2pix.data import PairedDataset
     from pix2pix.export import export_generator
     from pix2pix.train import Trainer
+
+    from conftest import tiny_config
 
     cfg = tiny_config()
     Trainer(cfg, PairedDataset(synthetic_root / "train", cfg.data), tmp_path / "run", progress=False).fit(max_steps=2)
@@ -142,7 +181,14 @@ def test_malformed_params_give_one_line_naming_the_key(tmp_path, monkeypatch, ca
 @pytest.mark.slow
 def test_invalid_yaml_is_a_clear_error(tmp_path):
     (tmp_path / "params.yaml").write_text("data:\n  source: [unclosed\n")
-    r = subprocess.run([sys.executable, "-m", "pipeline.stages.download"], cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline.stages.download"],
+        cwd=tmp_path,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1 and "params.yaml: not valid YAML" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -153,7 +199,14 @@ def test_only_bad_images_fail_the_split_stage_with_a_summary(tmp_path):
     raw.mkdir(parents=True)
     (raw / "a.jpg").write_bytes(b"")
     (raw / "b.png").write_text("text")
-    r = subprocess.run([sys.executable, "-m", "pipeline.stages.split"], cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline.stages.split"],
+        cwd=tmp_path,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1 and "no usable image pairs (2 rejected" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -165,10 +218,25 @@ def test_tracking_server_dying_mid_run_does_not_stop_training(tmp_path):
         project = tmp_path / "project"
         project.mkdir()
         write_params(project / "params.yaml", train={"epochs": 60, "epochs_decay": 0})
-        env = tool_env(MLFLOW_TRACKING_URI=server.uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="3")
+        env = tool_env(
+            MLFLOW_TRACKING_URI=server.uri, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="3"
+        )
         for stage in ("download", "split"):
-            subprocess.run([sys.executable, "-m", f"pipeline.stages.{stage}"], cwd=project, env=env, check=True, capture_output=True)
-        train = subprocess.Popen([sys.executable, "-m", "pipeline.stages.train"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            subprocess.run(
+                [sys.executable, "-m", f"pipeline.stages.{stage}"],
+                cwd=project,
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+        train = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.stages.train"],
+            cwd=project,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         run_file = project / "models/checkpoints/mlflow_run.json"
         while not run_file.is_file() and train.poll() is None:
             time.sleep(0.1)

@@ -7,12 +7,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import write_params
-from pipeline.stages import split
 from pipeline.data.hashing import sha256
 from pipeline.data.manifest import read_manifest, split_pairs
 from pipeline.stage import StageError
+from pipeline.stages import split
 from pix2pix.data import read_pair
+
+from conftest import write_params
 
 
 def _ab(path, w=64, h=32, mode="RGB"):
@@ -22,11 +23,14 @@ def _ab(path, w=64, h=32, mode="RGB"):
 
 def _png_bomb(path, w=40000, h=40000):
     """A 60-byte PNG whose header declares w x h pixels (a decompression bomb)."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture
@@ -46,7 +50,14 @@ def test_own_splits_are_kept_and_manifest_lists_every_pair(project):
     assert m["split"].value_counts().to_dict() == {"train": 3, "test": 2, "val": 1}
     assert set(m["id"]) >= {"train-0", "val-0", "test-1"}
     row = m[m["id"] == "train-0"].iloc[0]
-    assert (row["layout"], row["a_path"], row["b_path"], row["width"], row["height"], row["status"]) == ("combined", "train/0.jpg", "", 32, 32, "ok")
+    assert (row["layout"], row["a_path"], row["b_path"], row["width"], row["height"], row["status"]) == (
+        "combined",
+        "train/0.jpg",
+        "",
+        32,
+        32,
+        "ok",
+    )
     assert row["sha256"] == sha256(project / "data/raw/train/0.jpg")
     # no image is copied: the stage's output is the manifest and the rejects, nothing else
     assert sorted(p.name for p in (project / "data/pairs").iterdir()) == ["manifest.csv", "rejected.csv"]
@@ -65,14 +76,17 @@ def test_manifest_pairs_read_halves_from_the_raw_files(project):
     Image.fromarray(np.concatenate([a_px, b_px], axis=1)).save(project / "data/raw/test/y.png")
     split.main()
     m = read_manifest(project / "data/pairs/manifest.csv")
-    assert dict(zip(m["id"], m["layout"])) == {"train-x": "separate", "test-y": "combined"}
+    assert dict(zip(m["id"], m["layout"], strict=True)) == {"train-x": "separate", "test-y": "combined"}
     for which in ("train", "test"):
         (pair,) = split_pairs(m, which, project / "data/raw")
         assert pair.size == (32, 32)
         for direction, (nc_in, nc_out) in (("AtoB", (3, 3)), ("BtoA", (3, 3)), ("AtoB", (1, 3)), ("BtoA", (3, 1))):
             inp, target = read_pair(pair, nc_in, nc_out, direction)
             src, dst = (a_px, b_px) if direction == "AtoB" else (b_px, a_px)
-            expect = lambda px, nc: np.asarray(Image.fromarray(px).convert("L" if nc == 1 else "RGB")).reshape(32, 32, nc)  # noqa: E731
+
+            def expect(px, nc):
+                return np.asarray(Image.fromarray(px).convert("L" if nc == 1 else "RGB")).reshape(32, 32, nc)
+
             assert np.array_equal(inp.permute(1, 2, 0).numpy(), expect(src, nc_in)), (which, direction, nc_in)
             assert np.array_equal(target.permute(1, 2, 0).numpy(), expect(dst, nc_out)), (which, direction, nc_out)
 
@@ -122,15 +136,28 @@ def test_bad_files_are_rejected_with_reasons_and_good_ones_kept(project, capsys)
     _png_bomb(raw / "bomb.png")
     split.main()
     m = read_manifest(project / "data/pairs/manifest.csv")
-    assert sorted(m["a_path"]) == sorted(f"train/{n}" for n in ("good.png", "gray16.png", "palette.png", "cmyk.jpg", "rgba.png", "la.png"))
+    assert sorted(m["a_path"]) == sorted(
+        f"train/{n}" for n in ("good.png", "gray16.png", "palette.png", "cmyk.jpg", "rgba.png", "la.png")
+    )
     every = pd.read_csv(project / "data/pairs/manifest.csv")  # rejected pairs are listed too, as such
     assert (every["status"] == "rejected").sum() == 8 and len(every) == 14
     rejected = pd.read_csv(project / "data/pairs/rejected.csv").set_index("path")
     reasons = {p.split("/")[-1]: r for p, r in rejected["reason"].items()}
-    assert set(reasons) == {"empty.jpg", "text.jpg", "truncated.jpg", "cut.png", "tiny.png", "wide.png", "square.png", "bomb.png"}
+    assert set(reasons) == {
+        "empty.jpg",
+        "text.jpg",
+        "truncated.jpg",
+        "cut.png",
+        "tiny.png",
+        "wide.png",
+        "square.png",
+        "bomb.png",
+    }
     assert "too large to decode safely" in reasons["bomb.png"]
     assert "not a readable image" in reasons["text.jpg"] and "too small" in reasons["tiny.png"]
-    assert "513x256" in reasons["wide.png"] and "decode" in reasons["truncated.jpg"] and "truncated" in reasons["cut.png"]
+    assert (
+        "513x256" in reasons["wide.png"] and "decode" in reasons["truncated.jpg"] and "truncated" in reasons["cut.png"]
+    )
     assert "8 rejected" in capsys.readouterr().out
 
 

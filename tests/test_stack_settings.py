@@ -5,15 +5,24 @@ import sys
 
 import pytest
 
-from conftest import tool_env
 from pipeline.ops.stack.settings import Settings, StackError, auth_credentials, client_env, postgres_url
+
+from conftest import tool_env
 
 CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING")
 
 
 @pytest.fixture
 def clean_env(monkeypatch, tmp_path):
-    for key in (*CREDENTIALS, "P2P_STACK_HOST", "P2P_STACK_AUTH", "P2P_POSTGRES_URL", "P2P_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+    for key in (
+        *CREDENTIALS,
+        "P2P_STACK_HOST",
+        "P2P_STACK_AUTH",
+        "P2P_POSTGRES_URL",
+        "P2P_S3_ENDPOINT",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    ):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("P2P_STACK_DIR", str(tmp_path / "stack"))
     return monkeypatch
@@ -23,7 +32,9 @@ def test_loopback_by_default_without_login(clean_env):
     s = Settings.from_env()
     assert s.host == "127.0.0.1" and not s.auth
     env = client_env(s)
-    assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000" and env["PREFECT_API_URL"] == "http://127.0.0.1:4200/api"
+    assert (
+        env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000" and env["PREFECT_API_URL"] == "http://127.0.0.1:4200/api"
+    )
     assert not set(CREDENTIALS) & set(env)
     assert postgres_url(s, "mlflow") == "postgresql://p2p@127.0.0.1:55432/mlflow"  # the password travels in PGPASSWORD
 
@@ -39,7 +50,7 @@ def test_any_other_address_requires_credentials(clean_env, host):
     with pytest.raises(StackError, match="authentication cannot be turned off"):
         Settings.from_env()
     clean_env.delenv("P2P_STACK_AUTH")
-    for key, value in zip(CREDENTIALS, ("admin", "s3cret-s3cret", "admin-no-colon")):
+    for key, value in zip(CREDENTIALS, ("admin", "s3cret-s3cret", "admin-no-colon"), strict=True):
         clean_env.setenv(key, value)
     with pytest.raises(StackError, match="user:password"):
         auth_credentials(s)
@@ -63,6 +74,12 @@ def test_up_refuses_before_starting_anything(tmp_path):
     env = tool_env(P2P_STACK_DIR=str(tmp_path / "stack"), P2P_STACK_HOST="0.0.0.0")
     for key in CREDENTIALS:
         env.pop(key, None)
-    r = subprocess.run([sys.executable, "-m", "pipeline.ops.stack", "up"], env=env, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and r.stderr.startswith("error: authentication is on (P2P_STACK_HOST=0.0.0.0") and len(r.stderr.splitlines()) == 1
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline.ops.stack", "up"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert (
+        r.returncode == 1
+        and r.stderr.startswith("error: authentication is on (P2P_STACK_HOST=0.0.0.0")
+        and len(r.stderr.splitlines()) == 1
+    )
     assert not (tmp_path / "stack" / "state.json").exists()

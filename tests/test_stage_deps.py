@@ -69,13 +69,20 @@ def test_no_stage_runs_operations_or_tracking_code_it_does_not_call():
     registry and pyfunc only in export; the dvclive history and training callback only in train;
     download and split never load torch or MLflow."""
     allowed_tracking = {
-        "download": set(), "split": set(),
-        "train": {"run", "callback", "history"}, "evaluate": {"run"}, "export": {"run", "registry", "serving"},
+        "download": set(),
+        "split": set(),
+        "train": {"run", "callback", "history"},
+        "evaluate": {"run"},
+        "export": {"run", "registry", "serving"},
     }
     for name in STAGES:
         files = set(relative(project_files(f"pipeline.stages.{name}")))
         assert not {f for f in files if f.startswith("pipeline/ops/")}, name
-        tracking = {f.removeprefix("pipeline/tracking/").removesuffix(".py") for f in files if f.startswith("pipeline/tracking/")}
+        tracking = {
+            f.removeprefix("pipeline/tracking/").removesuffix(".py")
+            for f in files
+            if f.startswith("pipeline/tracking/")
+        }
         assert tracking == allowed_tracking[name], name
     for name in ("download", "split"):
         files = set(relative(project_files(f"pipeline.stages.{name}")))
@@ -86,8 +93,10 @@ def test_the_stages_kit_and_presets_never_load_torch():
     import subprocess
     import sys
 
-    code = ("import sys; import pipeline.stages.download, pipeline.stages.split, pipeline.ops.presets; "
-            "print(sorted(m for m in ('torch', 'mlflow', 'prefect') if m in sys.modules))")
+    code = (
+        "import sys; import pipeline.stages.download, pipeline.stages.split, pipeline.ops.presets; "
+        "print(sorted(m for m in ('torch', 'mlflow', 'prefect') if m in sys.modules))"
+    )
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
 

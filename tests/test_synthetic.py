@@ -1,14 +1,16 @@
 import hashlib
 
 import numpy as np
-
 from PIL import Image
 
 from pipeline.data.synthetic import CLASSES, facade, generate
 
 
 def _digest(folder):
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*.png"))}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*.png"))
+    }
 
 
 def test_generation_is_deterministic_by_seed(tmp_path):

@@ -36,7 +36,8 @@ MODEL = "pix2pix-synthetic"
 
 
 def _postgres_missing() -> str | None:
-    from pipeline.ops.stack.services import StackError, _pg_bin
+    from pipeline.ops.stack.settings import StackError
+    from pipeline.ops.stack.storage import _pg_bin
 
     try:
         _pg_bin("initdb")
@@ -53,11 +54,20 @@ class Stack:
         self.root = root
         password = secrets.token_urlsafe(16)
         self.settings = {
-            "P2P_STACK_DIR": str(root / "stack"), "P2P_POSTGRES_DATA": str(self._pgdata()),
-            "P2P_POSTGRES_PORT": str(free_port()), "P2P_S3_PORT": str(free_port()), "P2P_MLFLOW_PORT": str(free_port()),
-            "P2P_PREFECT_PORT": str(free_port()), "P2P_STACK_WORKERS": "2", "P2P_STACK_AUTH": "true",
-            "MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password, "PREFECT_API_AUTH_STRING": f"admin:{password}",
-            "P2P_HEARTBEAT_SECONDS": "30", "P2P_ZOMBIE_SECONDS": "60", "P2P_S3_BUCKET": "team-bucket",
+            "P2P_STACK_DIR": str(root / "stack"),
+            "P2P_POSTGRES_DATA": str(self._pgdata()),
+            "P2P_POSTGRES_PORT": str(free_port()),
+            "P2P_S3_PORT": str(free_port()),
+            "P2P_MLFLOW_PORT": str(free_port()),
+            "P2P_PREFECT_PORT": str(free_port()),
+            "P2P_STACK_WORKERS": "2",
+            "P2P_STACK_AUTH": "true",
+            "MLFLOW_TRACKING_USERNAME": "admin",
+            "MLFLOW_TRACKING_PASSWORD": password,
+            "PREFECT_API_AUTH_STRING": f"admin:{password}",
+            "P2P_HEARTBEAT_SECONDS": "30",
+            "P2P_ZOMBIE_SECONDS": "60",
+            "P2P_S3_BUCKET": "team-bucket",
             "OMP_NUM_THREADS": "1",  # several trainings share the 2 cores
         }
         self.env: dict[str, str] = {}
@@ -70,7 +80,13 @@ class Stack:
         return self.pg_parent / "data"
 
     def cli(self, *args: str, timeout: float = 400, check: bool = True) -> subprocess.CompletedProcess:
-        r = subprocess.run([sys.executable, "-m", "pipeline.ops.stack", *args], env=tool_env(**self.settings), capture_output=True, text=True, timeout=timeout)
+        r = subprocess.run(
+            [sys.executable, "-m", "pipeline.ops.stack", *args],
+            env=tool_env(**self.settings),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check:
             assert r.returncode == 0, f"stack {' '.join(args)}:\n{r.stdout}\n{r.stderr}\n{self.logs()}"
         return r
@@ -86,7 +102,11 @@ class Stack:
 
     def logs(self, tail: int = 1500) -> str:
         logs = self.root / "stack" / "logs"
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-tail:]}" for p in sorted(logs.glob("*.log"))) if logs.is_dir() else ""
+        return (
+            "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-tail:]}" for p in sorted(logs.glob("*.log")))
+            if logs.is_dir()
+            else ""
+        )
 
     def state(self) -> dict:
         path = self.root / "stack" / "state.json"
@@ -94,7 +114,13 @@ class Stack:
 
     # -- Prefect, as operators and its REST API see it -------------------------------------
     def prefect(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        r = subprocess.run([sys.executable, "-m", "prefect", *args], env=self.client_env(COLUMNS="250"), capture_output=True, text=True, timeout=180)
+        r = subprocess.run(
+            [sys.executable, "-m", "prefect", *args],
+            env=self.client_env(COLUMNS="250"),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         if check:
             assert r.returncode == 0, f"prefect {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
         return r
@@ -102,8 +128,12 @@ class Stack:
     def api(self, method: str, path: str, body: dict | None = None, auth: bool = True):
         token = base64.b64encode(self.env["PREFECT_API_AUTH_STRING"].encode()).decode()
         headers = {"Content-Type": "application/json", **({"Authorization": f"Basic {token}"} if auth else {})}
-        req = urllib.request.Request(self.env["PREFECT_API_URL"] + path, method=method, headers=headers,
-                                     data=json.dumps(body).encode() if body is not None else None)
+        req = urllib.request.Request(
+            self.env["PREFECT_API_URL"] + path,
+            method=method,
+            headers=headers,
+            data=json.dumps(body).encode() if body is not None else None,
+        )
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read() or b"null")
 
@@ -127,15 +157,26 @@ class Stack:
         pytest.fail(f"flow run {run_id} not finished after {timeout} s (state {run['state_type']})\n{self.logs()}")
 
     def deploy(self, project: Path, name: str) -> None:
-        r = subprocess.run([sys.executable, "-m", "pipeline.ops.flows", "deploy", "--project", str(project), "--name", name],
-                           cwd=project, env=self.client_env(), capture_output=True, text=True, timeout=180)
+        r = subprocess.run(
+            [sys.executable, "-m", "pipeline.ops.flows", "deploy", "--project", str(project), "--name", name],
+            cwd=project,
+            env=self.client_env(),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert r.returncode == 0, r.stdout + r.stderr
 
     def workspace(self, name: str, **params) -> Path:
         """A tiny project, git-committed, whose default DVC remote is the stack's bucket."""
         project = make_project(self.root / name, **params)
-        r = subprocess.run([sys.executable, "-m", "pipeline.ops.stack", "connect", "--project", str(project)], env=self.client_env(),
-                           capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-m", "pipeline.ops.stack", "connect", "--project", str(project)],
+            env=self.client_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert r.returncode == 0, r.stdout + r.stderr
         return project
 
@@ -147,8 +188,13 @@ class Stack:
     def s3_keys(self, prefix: str) -> list[str]:
         import boto3
 
-        s3 = boto3.client("s3", endpoint_url=self.env["P2P_S3_ENDPOINT"], aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"], region_name="us-east-1")
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=self.env["P2P_S3_ENDPOINT"],
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            region_name="us-east-1",
+        )
         pages = s3.get_paginator("list_objects_v2").paginate(Bucket=self.env["P2P_S3_BUCKET"], Prefix=prefix)
         return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
@@ -159,11 +205,29 @@ class Stack:
 
     def sql(self, database: str, query: str) -> str:
         """A query straight to the stack's PostgreSQL, with its own client (psql)."""
-        from pipeline.ops.stack.services import _pg_bin
+        from pipeline.ops.stack.storage import _pg_bin
 
         password = json.loads((self.root / "stack" / "secrets.json").read_text())["postgres_password"]
-        r = subprocess.run([_pg_bin("psql"), "-h", "127.0.0.1", "-p", self.settings["P2P_POSTGRES_PORT"], "-U", "p2p", "-d", database,
-                            "-At", "-c", query], env={"PATH": os.environ["PATH"], "PGPASSWORD": password}, capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            [
+                _pg_bin("psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                self.settings["P2P_POSTGRES_PORT"],
+                "-U",
+                "p2p",
+                "-d",
+                database,
+                "-At",
+                "-c",
+                query,
+            ],
+            env={"PATH": os.environ["PATH"], "PGPASSWORD": password},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert r.returncode == 0, r.stderr
         return r.stdout.strip()
 
@@ -208,8 +272,12 @@ def test_strangers_are_refused_and_logged_in_clients_served(stack):
     mlflow_url = stack.env["MLFLOW_TRACKING_URI"]
     search = f"{mlflow_url}/api/2.0/mlflow/experiments/search"
     assert requests.post(search, json={"max_results": 5}, timeout=10).status_code == 401
-    assert requests.post(search, json={"max_results": 5}, auth=("admin", "wrong-password"), timeout=10).status_code == 401
-    ok = requests.post(search, json={"max_results": 5}, auth=("admin", stack.env["MLFLOW_TRACKING_PASSWORD"]), timeout=10)
+    assert (
+        requests.post(search, json={"max_results": 5}, auth=("admin", "wrong-password"), timeout=10).status_code == 401
+    )
+    ok = requests.post(
+        search, json={"max_results": 5}, auth=("admin", stack.env["MLFLOW_TRACKING_PASSWORD"]), timeout=10
+    )
     assert ok.status_code == 200, ok.text
     with pytest.raises(urllib.error.HTTPError) as refused:
         stack.api("POST", "/work_pools/filter", {}, auth=False)
@@ -233,7 +301,9 @@ def test_two_workspaces_one_stack(stack, tmp_path):
     assert run["work_pool_name"] == "pix2pix"
     assert stack.registry_rows(MODEL) == [(MODEL, 1)]
     mv = stack.mlflow_client().get_model_version(MODEL, "1")
-    assert any(k.startswith("mlartifacts/") and "generator" in k for k in stack.s3_keys("mlartifacts/")), "model files not in the bucket"
+    assert any(k.startswith("mlartifacts/") and "generator" in k for k in stack.s3_keys("mlartifacts/")), (
+        "model files not in the bucket"
+    )
     assert mv.source and not mv.source.startswith(("/", "file:")), mv.source
     assert stack.s3_keys("dvcstore/"), "dvc push wrote nothing to the bucket"
     assert not list((a / "mlartifacts").glob("*")) and not (a / "mlflow.db").exists()  # nothing tracked locally
@@ -245,9 +315,13 @@ def test_two_workspaces_one_stack(stack, tmp_path):
     for cmd in (["pipeline.ops.stack", "connect", "--project", str(b)], ["dvc", "pull", "-q"]):
         r = subprocess.run([sys.executable, "-m", *cmd], cwd=b, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stdout + r.stderr
-    r = subprocess.run([sys.executable, "-m", "dvc", "status"], cwd=b, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "dvc", "status"], cwd=b, env=env, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0 and "up to date" in r.stdout, r.stdout + r.stderr
-    r = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=b, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro"], cwd=b, env=env, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0 and "Running stage" not in r.stdout, r.stdout + r.stderr
 
     import mlflow
@@ -258,7 +332,9 @@ def test_two_workspaces_one_stack(stack, tmp_path):
     from pix2pix.predict import translate
 
     test_file = sorted((b / "data/raw").rglob("*.png"))[0]
-    image = np.ascontiguousarray(np.asarray(Image.open(test_file).convert("RGB"))[:, : Image.open(test_file).width // 2])
+    image = np.ascontiguousarray(
+        np.asarray(Image.open(test_file).convert("RGB"))[:, : Image.open(test_file).width // 2]
+    )
     mlflow.set_tracking_uri(stack.env["MLFLOW_TRACKING_URI"])
     served = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(image[None])[0]
     from_a = np.asarray(translate(load_runner(a / "models/export/generator.onnx"), Image.fromarray(image)))
@@ -266,8 +342,12 @@ def test_two_workspaces_one_stack(stack, tmp_path):
 
 
 def test_operators_use_prefects_cli(stack):
-    for args, expected in ((["deployment", "ls"], "pix2pix-retrain/ws-a"), (["work-pool", "ls"], "pix2pix"),
-                           (["flow-run", "ls"], "COMPLETED"), (["deployment", "inspect", "pix2pix-retrain/ws-a"], "0 3 * * 1")):
+    for args, expected in (
+        (["deployment", "ls"], "pix2pix-retrain/ws-a"),
+        (["work-pool", "ls"], "pix2pix"),
+        (["flow-run", "ls"], "COMPLETED"),
+        (["deployment", "inspect", "pix2pix-retrain/ws-a"], "0 3 * * 1"),
+    ):
         out = stack.prefect(*args).stdout
         assert expected in out, f"prefect {' '.join(args)}:\n{out}"
 
@@ -324,12 +404,21 @@ def test_tracking_server_restart_during_training(stack):
     the run registers exactly one version."""
     f = stack.workspace("ws-f", train={"epochs": 40, "epochs_decay": 40, "sample_every": 40})
     env = stack.client_env()
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=f, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro"],
+        cwd=f,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         client = stack.mlflow_client()
         run_file = f / "models/checkpoints/mlflow_run.json"
         deadline = time.time() + 300
-        while time.time() < deadline and not (run_file.is_file() and client.get_metric_history(json.loads(run_file.read_text())["run_id"], "G_L1")):
+        while time.time() < deadline and not (
+            run_file.is_file() and client.get_metric_history(json.loads(run_file.read_text())["run_id"], "G_L1")
+        ):
             assert proc.poll() is None, proc.stdout.read()
             time.sleep(0.5)
         run_id = json.loads(run_file.read_text())["run_id"]
@@ -344,7 +433,9 @@ def test_tracking_server_restart_during_training(stack):
     assert "MLflow unreachable" in out and "reachable again" in out, out[-3000:]
     steps = sorted(m.step for m in client.get_metric_history(run_id, "G_L1"))
     last_step = json.loads((f / "metrics/train/metrics.json").read_text()).get("step") or steps[-1]
-    assert steps == list(range(1, len(steps) + 1)) and steps[-1] >= last_step > before  # nothing lost, logged after the restart
+    assert (
+        steps == list(range(1, len(steps) + 1)) and steps[-1] >= last_step > before
+    )  # nothing lost, logged after the restart
     assert client.get_run(run_id).info.status == "FINISHED"
     assert len(client.search_model_versions(f"name = '{MODEL}' and run_id = '{run_id}'")) == 1
 
@@ -393,8 +484,23 @@ class Relay:
 def test_object_store_down_during_push(stack):
     g = stack.workspace("ws-g")
     relay = Relay(int(stack.settings["P2P_S3_PORT"]))
-    r = subprocess.run([sys.executable, "-m", "dvc", "remote", "modify", "--local", "team", "endpointurl", f"http://127.0.0.1:{relay.port}"],
-                       cwd=g, env=stack.client_env(), capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dvc",
+            "remote",
+            "modify",
+            "--local",
+            "team",
+            "endpointurl",
+            f"http://127.0.0.1:{relay.port}",
+        ],
+        cwd=g,
+        env=stack.client_env(),
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     stack.deploy(g, "ws-g")
     failed = stack.wait_final(stack.trigger("ws-g"))  # the store is unreachable from the workspace
@@ -409,7 +515,14 @@ def test_object_store_down_during_push(stack):
     try:
         again = stack.wait_final(stack.trigger("ws-g"))
         assert again["state_type"] == "COMPLETED", again["state"]["message"]
-        r = subprocess.run([sys.executable, "-m", "dvc", "status", "--cloud"], cwd=g, env=stack.client_env(), capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [sys.executable, "-m", "dvc", "status", "--cloud"],
+            cwd=g,
+            env=stack.client_env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0 and "are in sync" in r.stdout, r.stdout + r.stderr
     finally:
         relay.stop()
@@ -424,7 +537,9 @@ def test_twenty_concurrent_registry_clients(stack):
 
     mlflow.set_tracking_uri(stack.env["MLFLOW_TRACKING_URI"])  # models:/ URIs resolve through the global registry URI
     source = stack.mlflow_client().get_model_version(MODEL, "1")
-    logged_model = source.model_id or source.source.removeprefix("models:/")  # MLflow 3: versions point at a logged model
+    logged_model = source.model_id or source.source.removeprefix(
+        "models:/"
+    )  # MLflow 3: versions point at a logged model
     name = "pix2pix-concurrency"
     stack.mlflow_client().create_registered_model(name)
     barrier = threading.Barrier(20)
@@ -435,7 +550,9 @@ def test_twenty_concurrent_registry_clients(stack):
         version = client.create_model_version(name, source.source, run_id=source.run_id, model_id=logged_model).version
         set_alias(client, name, f"client-{i}", version)
         set_alias(client, name, "latest-writer", version)  # all 20 on one alias: the product's retry
-        info = mlflow.models.get_model_info(f"models:/{name}@client-{i}")  # its MLmodel, through the alias and the artifact proxy
+        info = mlflow.models.get_model_info(
+            f"models:/{name}@client-{i}"
+        )  # its MLmodel, through the alias and the artifact proxy
         return i, str(version), info.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"]
 
     with ThreadPoolExecutor(20) as pool:

@@ -5,11 +5,12 @@ import threading
 import pytest
 import torch
 
-from conftest import tiny_config
 from pix2pix.callbacks import Callback
 from pix2pix.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pix2pix.data import PairedDataset
 from pix2pix.train import Trainer, TrainingDiverged, linear_decay
+
+from conftest import tiny_config
 
 
 class Recorder(Callback):
@@ -116,7 +117,19 @@ def test_checkpoint_holds_everything_needed_to_resume(tmp_path, synthetic_root):
     train, val = _datasets(synthetic_root, cfg)
     Trainer(cfg, train, tmp_path, val_data=val, progress=False).fit(max_steps=2)
     state = load_checkpoint(tmp_path / "last.pt")
-    for key in ("generator", "discriminator", "opt_G", "opt_D", "sched_G", "sched_D", "scaler", "epoch", "step", "rng", "config"):
+    for key in (
+        "generator",
+        "discriminator",
+        "opt_G",
+        "opt_D",
+        "sched_G",
+        "sched_D",
+        "scaler",
+        "epoch",
+        "step",
+        "rng",
+        "config",
+    ):
         assert key in state, key
     assert state["step"] == 2 and state["config"]["train"]["batch_size"] == 2
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
@@ -261,7 +274,11 @@ def test_cpu_precision_and_layout_follow_the_instruction_set(monkeypatch):
     from pix2pix import performance as perf
 
     cpu, bf16 = torch.device("cpu"), torch.bfloat16
-    for native, amx, want_dtype, want_nhwc in ((False, False, None, False), (True, False, bf16, False), (True, True, bf16, True)):
+    for native, amx, want_dtype, want_nhwc in (
+        (False, False, None, False),
+        (True, False, bf16, False),
+        (True, True, bf16, True),
+    ):
         monkeypatch.setattr(perf, "native_bf16", lambda n=native: n)
         monkeypatch.setattr(perf, "amx_tiles", lambda a=amx: a)
         dtype = perf.autocast_dtype("auto", cpu)
@@ -275,9 +292,15 @@ def test_onednn_isa_cap_turns_native_bf16_off(monkeypatch):
     from pix2pix import performance as perf
 
     monkeypatch.setattr(perf, "_cpu_has", lambda probe, flags: True)  # a CPU with AMX and AVX512-BF16
-    for cap, native, amx in (("", True, True), ("DEFAULT", True, True), ("AVX2", False, False),
-                             ("avx512_core_vnni", False, False), ("AVX512_CORE_BF16", True, False),
-                             ("AVX10_1_512", True, False), ("AVX512_CORE_AMX", True, True)):
+    for cap, native, amx in (
+        ("", True, True),
+        ("DEFAULT", True, True),
+        ("AVX2", False, False),
+        ("avx512_core_vnni", False, False),
+        ("AVX512_CORE_BF16", True, False),
+        ("AVX10_1_512", True, False),
+        ("AVX512_CORE_AMX", True, True),
+    ):
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
         assert (perf.native_bf16(), perf.amx_tiles()) == (native, amx), cap
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
@@ -290,11 +313,13 @@ def test_bf16_training_follows_the_float32_run(tmp_path, synthetic_root):
     for amp in ("false", "true"):
         cfg = tiny_config(epochs=2, epochs_decay=0, amp=amp)
         rec = Recorder()
-        trainer = Trainer(cfg, PairedDataset(synthetic_root / "train", cfg.data), tmp_path / amp, callbacks=[rec], progress=False)
+        trainer = Trainer(
+            cfg, PairedDataset(synthetic_root / "train", cfg.data), tmp_path / amp, callbacks=[rec], progress=False
+        )
         assert trainer.model.amp_dtype == (torch.bfloat16 if amp == "true" else None)
         trainer.fit(max_steps=4)
         losses[amp] = [logs["G_L1"] for _, logs in rec.steps]
     assert len(losses["true"]) == 4
-    for fp32, bf16 in zip(losses["false"], losses["true"]):
-        assert abs(bf16 - fp32) <= 0.02 * fp32, (losses)
+    for fp32, bf16 in zip(losses["false"], losses["true"], strict=True):
+        assert abs(bf16 - fp32) <= 0.02 * fp32, losses
     assert losses["false"] != losses["true"]  # bf16 did run

@@ -28,8 +28,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
 
-from pix2pix.images import Pair, open_halves, to_channels
 from pix2pix.errors import Pix2PixError
+from pix2pix.images import Pair, open_halves, to_channels
 
 from ..config import load_config
 from ..data.manifest import held_out_split, read_manifest, to_pairs
@@ -55,11 +55,15 @@ def read_upload(data: bytes, max_pixels: int) -> Image.Image:
             img = Image.open(io.BytesIO(data))
             w, h = img.size  # from the header: nothing is decoded yet
             if w * h > max_pixels:
-                raise UploadError(f"{w}x{h} is {w * h / 1e6:.1f} megapixels, more than this page translates "
-                                  f"({max_pixels / 1e6:.0f} MP); downscale it first")
+                raise UploadError(
+                    f"{w}x{h} is {w * h / 1e6:.1f} megapixels, more than this page translates "
+                    f"({max_pixels / 1e6:.0f} MP); downscale it first"
+                )
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UploadError("refused: the image declares more pixels than it is safe to decode (a decompression bomb?)") from None
+        raise UploadError(
+            "refused: the image declares more pixels than it is safe to decode (a decompression bomb?)"
+        ) from None
     except UploadError:
         raise
     except Exception:  # noqa: BLE001 - Pillow raises many types for bad bytes
@@ -87,7 +91,9 @@ class Registry:
     def models(self) -> list[dict]:
         out = []
         for rm in self.client.search_registered_models():
-            versions = sorted((int(v.version) for v in self.client.search_model_versions(f"name='{rm.name}'")), reverse=True)
+            versions = sorted(
+                (int(v.version) for v in self.client.search_model_versions(f"name='{rm.name}'")), reverse=True
+            )
             aliases = {alias: str(version) for alias, version in (rm.aliases or {}).items()}
             out.append({"name": rm.name, "versions": [str(v) for v in versions], "aliases": aliases})
         return sorted(out, key=lambda m: m["name"])
@@ -108,8 +114,15 @@ class Registry:
         aliases = list(v.aliases or [])
         tags = dict(v.tags or {})
         metrics = {k.removeprefix("test_"): float(val) for k, val in tags.items() if k.startswith("test_")}
-        return {"name": name, "version": str(v.version), "aliases": aliases, "metrics": metrics,
-                "data_fingerprint": tags.get("data_fingerprint"), "tags": tags, "run_id": v.run_id}
+        return {
+            "name": name,
+            "version": str(v.version),
+            "aliases": aliases,
+            "metrics": metrics,
+            "data_fingerprint": tags.get("data_fingerprint"),
+            "tags": tags,
+            "run_id": v.run_id,
+        }
 
     def model(self, name: str, version: str):
         key = (name, version)
@@ -129,7 +142,7 @@ class TestSplit:
         if manifest.is_file():
             table = read_manifest(manifest)
             rows = table[table["split"] == held_out_split(table)]
-            for pair_id, pair in zip(rows["id"], to_pairs(rows, root / RAW)):
+            for pair_id, pair in zip(rows["id"], to_pairs(rows, root / RAW), strict=True):
                 self.items[str(pair_id)] = pair
         try:
             self.direction = load_config(root / params_path()).data.direction
@@ -186,8 +199,12 @@ def create_app(root: Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> Fa
             v = registry.version(model, ref)
             out = registry.model(model, str(v.version)).predict(array[None])[0]
             outputs[ref] = {"version": str(v.version), "image": data_uri(out)}
-        return {"input": data_uri(source), "outputs": outputs, "target": data_uri(target) if target is not None else None,
-                "size": list(source.size)}
+        return {
+            "input": data_uri(source),
+            "outputs": outputs,
+            "target": data_uri(target) if target is not None else None,
+            "size": list(source.size),
+        }
 
     return app
 
@@ -197,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--project", type=Path, default=Path("."), help="project folder: its mlflow.db and test split")
-    parser.add_argument("--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS, help="largest upload translated")
+    parser.add_argument(
+        "--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS, help="largest upload translated"
+    )
     args = parser.parse_args(argv)
     import uvicorn
 

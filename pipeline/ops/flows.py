@@ -8,12 +8,13 @@ changed since the last successful run (unless `force`); (2) runs the DVC pipelin
 (`dvc repro`, or `dvc exp run -n NAME -S ...` with overrides) with retries, streaming stage
 output into Prefect's logs; (3) runs the promotion gate on the version the export stage
 registered (registering the export first when it was registered in another tracking store, as
-after a workspace moves to the team server); (4) publishes: `dvc push` to the workspace's default DVC remote (when it has one),
-then (for plain `dvc repro` runs; experiment runs stay DVC experiments) commits dvc.lock,
-params.yaml and the small metrics files DVC keeps in git, and pushes that commit where the
-branch has an upstream, so another machine can `git pull && dvc pull`;
-(5) returns a summary. Only one retrain runs per workspace at a time. A run with nothing new
-still publishes, so a push that failed last time (object store down) is made up.
+after a workspace moves to the team server); (4) publishes: `dvc push` to the workspace's
+default DVC remote (when it has one), then (for plain `dvc repro` runs; experiment runs stay
+DVC experiments) commits dvc.lock, params.yaml and the small metrics files DVC keeps in git,
+and pushes that commit where the branch has an upstream, so another machine can `git pull &&
+dvc pull` (pipeline/ops/publish.py); (5) returns a summary. Only one retrain runs per workspace
+at a time. A run with nothing new still publishes, so a push that failed last time (object
+store down) is made up.
 
     python -m pipeline.ops.flows deploy --pool pix2pix [--cron ...] [--poll-minutes N]  # team stack
 
@@ -28,26 +29,26 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import functools
 import hashlib
 import json
 import os
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Iterator
 from contextlib import chdir, contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.states import Failed
-
-from pix2pix.errors import Pix2PixError, first_line
 
 # Absolute imports: Prefect workers load this file as a script (the deployment's entrypoint).
 from pipeline.data.sources import OFFICIAL, is_url, official_url
 from pipeline.ops.env import tool_env
+from pipeline.ops.publish import publish
+from pipeline.ops.states import one_line_errors, result_of
 from pipeline.paths import MODEL_CARD
+from pix2pix.errors import Pix2PixError, first_line
 
 STATE_FILE = ".retrain/state.json"
 LOCK_FILE = ".retrain/lock"
@@ -66,26 +67,6 @@ class PipelineFailed(Pix2PixError, RuntimeError):
     """`dvc repro` (or `dvc exp run`) failed; the message ends with its last lines."""
 
 
-def one_line_errors(fn):
-    """A user error (Pix2PixError) ends the task or flow run FAILED with its one-line message
-    as the state's message and no traceback in the logs; the caller still gets the exception
-    (`state.result()` raises it), and a task's retries still apply."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Pix2PixError as e:
-            return Failed(message=str(e), data=e)
-
-    return wrapper
-
-
-def result_of(task_call, *args, **kwargs):
-    """Run a task and return its result; a failed task raises its error here, in the flow."""
-    return task_call(*args, return_state=True, **kwargs).result()
-
-
 @contextmanager
 def workspace_lock(root: Path) -> Iterator[None]:
     """An exclusive, non-blocking lock: a second retrain on the same workspace is refused."""
@@ -97,7 +78,10 @@ def workspace_lock(root: Path) -> Iterator[None]:
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "unknown"
-            raise RetrainBusy(f"another retrain is already running on {root} (lock {path} held by pid {holder}); wait for it to finish") from None
+            raise RetrainBusy(
+                f"another retrain is already running on {root} (lock {path} held by pid {holder}); wait for "
+                "it to finish"
+            ) from None
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
@@ -116,7 +100,9 @@ def _source_fingerprint(source: str, root: Path) -> str:
         url = official_url(source) if source in OFFICIAL else source
         try:
             with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=20) as r:
-                return f"{url}|{r.headers.get('ETag')}|{r.headers.get('Last-Modified')}|{r.headers.get('Content-Length')}"
+                return (
+                    f"{url}|{r.headers.get('ETag')}|{r.headers.get('Last-Modified')}|{r.headers.get('Content-Length')}"
+                )
         except OSError:
             return url  # unreachable: cannot tell, so only params changes (or force) retrain
     path = Path(source.removeprefix("file://")).expanduser()
@@ -172,7 +158,9 @@ def run_pipeline(root: str, overrides: dict[str, Any], run_name: str | None) -> 
     logger = get_run_logger()
     cmd = dvc_command(overrides, run_name)
     logger.info("running: %s", " ".join(cmd[2:]))
-    proc = subprocess.Popen(cmd, cwd=root, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    proc = subprocess.Popen(
+        cmd, cwd=root, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
     tail: list[str] = []
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -213,88 +201,29 @@ def promotion_gate(root: str) -> dict:
             if "onnx" in card["files"] and (not registered or registered.get("tracking_uri") != store):
                 registered = register_export(config, card)  # idempotent: a retried run reuses the version
                 if registered is None:
-                    raise RegistryError(f"could not register {rootp / MODEL_CARD} in {store}: check MLFLOW_TRACKING_URI and that "
-                                        "the tracking server answers, then run the retrain again (the exported files are kept)")
+                    raise RegistryError(
+                        f"could not register {rootp / MODEL_CARD} in {store}: check MLFLOW_TRACKING_URI and that "
+                        "the tracking server answers, then run the retrain again (the exported files are kept)"
+                    )
             if not registered:
-                return {"promoted": False, "reason": "no ONNX export to register (export.formats); nothing to promote", "model": None}
+                return {
+                    "promoted": False,
+                    "reason": "no ONNX export to register (export.formats); nothing to promote",
+                    "model": None,
+                }
             pairs = frozen_test_pairs(read_manifest(MANIFEST), card["params"]["data"]["direction"], RAW)
-            decision = promote(connect(), registered["name"], registered["version"], pairs, gate.metric, gate.min_improvement)
+            decision = promote(
+                connect(), registered["name"], registered["version"], pairs, gate.metric, gate.min_improvement
+            )
     except MlflowException as e:
-        raise RegistryError(f"the registry at {store} refused the promotion gate ({first_line(e)}); check MLFLOW_TRACKING_URI "
-                            "and the server's permissions, then run the retrain again") from None
+        raise RegistryError(
+            f"the registry at {store} refused the promotion gate ({first_line(e)}); check MLFLOW_TRACKING_URI "
+            "and the server's permissions, then run the retrain again"
+        ) from None
     finally:
         mlflow.set_tracking_uri(saved_uri)  # connect() pointed mlflow at this project; do not leak it
     get_run_logger().info("promotion: %s", decision.reason)
     return {**decision.to_dict(), "model": registered}
-
-
-class PublishFailed(Pix2PixError, RuntimeError):
-    """The outputs could not be pushed; the message is one line naming the cause and the fix."""
-
-
-def _last_error(output: str) -> str:
-    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("ERROR")] or lines or ["no output"]
-    return errors[-1].removeprefix("ERROR:").strip()[:400]
-
-
-def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=tool_env(), capture_output=True, text=True)
-
-
-def _git(root: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-
-
-def git_tracked_outputs(root: Path) -> list[str]:
-    """dvc.lock, params.yaml and the outputs dvc.yaml keeps out of DVC's cache (cache: false)."""
-    import yaml
-
-    files = ["dvc.lock", "params.yaml"]
-    for stage in (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {}).values():
-        for kind in ("outs", "metrics", "plots"):
-            for entry in stage.get(kind, []) or []:
-                if isinstance(entry, dict):
-                    files += [path for path, opts in entry.items() if isinstance(opts, dict) and opts.get("cache") is False]
-    return [f for f in files if (root / f).exists()]
-
-
-@task
-@one_line_errors
-def publish(root: str, model: dict | None, commit: bool = True) -> str:
-    """dvc push to the default remote, then commit (and git push) what DVC keeps in git.
-    `commit=False` for experiment runs: DVC keeps those as experiments of the current commit
-    (`dvc exp show`; share one with `dvc exp push`), committing would move them out of view."""
-    rootp = Path(root)
-    logger = get_run_logger()
-    notes = []
-    remote = _dvc(rootp, "config", "core.remote").stdout.strip()  # the default remote, "" when none
-    if remote:
-        r = _dvc(rootp, "push")
-        if r.returncode != 0:
-            kept = f"model version {model['version']} of {model['name']} stays registered; " if model else ""
-            raise PublishFailed(f"dvc push to remote '{remote}' failed: {_last_error(r.stdout + r.stderr)}; {kept}"
-                                "the next retrain pushes again once the object store is reachable")
-        notes.append(f"pushed outputs to DVC remote '{remote}'")
-    else:
-        notes.append("no default DVC remote: outputs stay in this workspace")
-    if commit and (rootp / ".git").exists():
-        files = git_tracked_outputs(rootp)
-        _git(rootp, "add", "--", *files)
-        if _git(rootp, "diff", "--cached", "--quiet").returncode != 0:
-            ident = [] if _git(rootp, "config", "user.email").stdout.strip() else ["-c", "user.name=pix2pix retrain", "-c", "user.email=retrain@localhost"]
-            what = f"{model['name']} v{model['version']}" if model else "outputs"
-            r = _git(rootp, *ident, "commit", "-q", "-m", f"retrain: {what}", "--", *files)
-            if r.returncode != 0:
-                raise PublishFailed(f"git commit in {rootp} failed: {_last_error(r.stderr + r.stdout)}")
-            notes.append("committed " + ", ".join(files))
-        if _git(rootp, "rev-parse", "--abbrev-ref", "@{upstream}").returncode == 0:
-            r = _git(rootp, "push", "-q")
-            if r.returncode != 0:
-                raise PublishFailed(f"git push from {rootp} failed: {_last_error(r.stderr + r.stdout)}; the next retrain pushes again")
-            notes.append("git push")
-    logger.info("publish: %s", "; ".join(notes))
-    return "; ".join(notes)
 
 
 def _state(root: Path) -> dict:
@@ -304,7 +233,13 @@ def _state(root: Path) -> dict:
 
 @flow(name="pix2pix-retrain", log_prints=True)
 @one_line_errors
-def retrain(project: str = ".", overrides: dict[str, Any] | None = None, force: bool = False, run_name: str | None = None, retries: int = 2) -> dict:
+def retrain(
+    project: str = ".",
+    overrides: dict[str, Any] | None = None,
+    force: bool = False,
+    run_name: str | None = None,
+    retries: int = 2,
+) -> dict:
     """Retrain when data or params changed, then gate the new model version.
 
     `retries`: how often a failed pipeline run is retried (transient failures)."""
@@ -316,9 +251,15 @@ def retrain(project: str = ".", overrides: dict[str, Any] | None = None, force: 
     with workspace_lock(root):
         fp = result_of(fingerprint, str(root), overrides)
         if not force and _state(root).get("fingerprint") == fp:
-            published = result_of(publish, str(root), _state(root).get("summary", {}).get("model"), commit=not (overrides or run_name))
-            return {"decision": "skipped", "reason": "nothing new: data and params unchanged since the last successful run (force=True retrains anyway)",
-                    "published": published}
+            published = result_of(
+                publish, str(root), _state(root).get("summary", {}).get("model"), commit=not (overrides or run_name)
+            )
+            return {
+                "decision": "skipped",
+                "reason": "nothing new: data and params unchanged since the last successful run (force=True "
+                "retrains anyway)",
+                "published": published,
+            }
         result_of(run_pipeline.with_options(retries=retries), str(root), overrides, run_name)
         card = json.loads((root / MODEL_CARD).read_text())
         gate = result_of(promotion_gate, str(root))
@@ -346,17 +287,30 @@ def _parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
-def deploy(project: Path, name: str, pool: str, cron: str, poll_minutes: int, overrides: dict[str, Any], run_name: str | None) -> str:
+def deploy(
+    project: Path, name: str, pool: str, cron: str, poll_minutes: int, overrides: dict[str, Any], run_name: str | None
+) -> str:
     """Register this workspace's retrain flow on a work pool; its workers run it from here
     (process workers on machines that see this folder). Returns the deployment's id."""
     from datetime import timedelta
 
     from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 
-    schedules = [CronSchedule(cron=cron)] + ([IntervalSchedule(interval=timedelta(minutes=poll_minutes))] if poll_minutes else [])
+    schedules = [CronSchedule(cron=cron)] + (
+        [IntervalSchedule(interval=timedelta(minutes=poll_minutes))] if poll_minutes else []
+    )
     source = retrain.from_source(source=str(project), entrypoint="pipeline/ops/flows.py:retrain")
-    return str(source.deploy(name=name, work_pool_name=pool, schedules=schedules, build=False, push=False, print_next_steps=False,
-                             parameters={"project": str(project), "overrides": overrides, "run_name": run_name}))
+    return str(
+        source.deploy(
+            name=name,
+            work_pool_name=pool,
+            schedules=schedules,
+            build=False,
+            push=False,
+            print_next_steps=False,
+            parameters={"project": str(project), "overrides": overrides, "run_name": run_name},
+        )
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,10 +318,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one retrain now (Prefect starts a temporary local server if none is set)")
     serve = sub.add_parser("serve", help="serve a scheduled retrain deployment (Ctrl-C or SIGTERM to stop)")
-    dep = sub.add_parser("deploy", help="register a scheduled retrain deployment on a work pool (team stack: PREFECT_API_URL set)")
+    dep = sub.add_parser(
+        "deploy", help="register a scheduled retrain deployment on a work pool (team stack: PREFECT_API_URL set)"
+    )
     for p in (run, serve, dep):
         p.add_argument("--project", default=".", help="project folder (default: current)")
-        p.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="params override, as dvc exp run -S")
+        p.add_argument(
+            "-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="params override, as dvc exp run -S"
+        )
         p.add_argument("--run-name", help="DVC experiment name for the run")
     run.add_argument("--force", action="store_true", help="retrain even if nothing changed")
     for p in (serve, dep):
@@ -387,9 +345,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary, indent=2))
         return 0
     if args.command == "deploy":
-        deployment_id = deploy(Path(project), args.name, args.pool, args.cron, args.poll_minutes, overrides, args.run_name)
-        print(f"deployment pix2pix-retrain/{args.name} ({deployment_id}) on work pool {args.pool}: "
-              f"prefect deployment run pix2pix-retrain/{args.name}")
+        deployment_id = deploy(
+            Path(project), args.name, args.pool, args.cron, args.poll_minutes, overrides, args.run_name
+        )
+        print(
+            f"deployment pix2pix-retrain/{args.name} ({deployment_id}) on work pool {args.pool}: "
+            f"prefect deployment run pix2pix-retrain/{args.name}"
+        )
         return 0
     retrain.serve(
         name=args.name,

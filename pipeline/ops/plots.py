@@ -39,9 +39,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("reports/plots"))
     args, dvc_args = parser.parse_known_args(argv)
-    r = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json", *dvc_args], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "dvc", "plots", "show", "--json", *dvc_args], capture_output=True, text=True
+    )
     if r.returncode != 0:
-        raise StageError(f"dvc plots show failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}; run `dvc repro` first")
+        raise StageError(
+            f"dvc plots show failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}; run `dvc repro` first"
+        )
     specs = json.loads(r.stdout).get("data", {})
     if not specs:
         raise StageError("no plots to render; run `dvc repro` first so metrics/train/plots exists")

@@ -70,8 +70,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.ops.presets", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     listing = sub.add_parser("list", help="the presets, what they train and how long it takes")
-    listing.add_argument("--images-per-s", type=float, default=CPU_IMAGES_PER_S,
-                         help="your machine's 256x256 training rate (benchmarks/train_speed.py); default: the reference 2-core CPU")
+    listing.add_argument(
+        "--images-per-s",
+        type=float,
+        default=CPU_IMAGES_PER_S,
+        help="your machine's 256x256 training rate (benchmarks/train_speed.py); default: the reference 2-core CPU",
+    )
     show = sub.add_parser("show", help="the keys a preset sets")
     show.add_argument("name")
     use = sub.add_parser("apply", help="write a preset's values into params.yaml")
@@ -82,7 +86,10 @@ def main(argv=None) -> int:
         if args.cmd == "list":
             for name in PRESETS:
                 batch = get(name)["train.batch_size"]
-                print(f"{name:16s} {ABOUT[name][0]:45s} {epochs(name):3d} epochs, batch {batch}, {duration(name, args.images_per_s)}")
+                print(
+                    f"{name:16s} {ABOUT[name][0]:45s} {epochs(name):3d} epochs, batch {batch}, "
+                    f"{duration(name, args.images_per_s)}"
+                )
         elif args.cmd == "show":
             for key, value in get(args.name).items():
                 print(f"{key}: {value}")

@@ -11,16 +11,23 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def start(cmd: list[str], log: Path, env: dict[str, str], cwd: Path | None = None) -> int:
     """Start `cmd` detached in a new session (its own process group); returns its pid."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
     return proc.pid
 
 
@@ -90,7 +97,9 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
-def wait_until(check: Callable[[], bool], timeout: float, what: str, log: Path | None = None, pid: int | None = None) -> None:
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, log: Path | None = None, pid: int | None = None
+) -> None:
     """Poll `check`; fail with the log's last line when it does not pass in time or `pid` exits."""
     deadline = time.time() + timeout
     while time.time() < deadline:

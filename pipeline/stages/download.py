@@ -58,9 +58,18 @@ def fetch(url: str, dest: Path, retries: int = 4, timeout: float = 60.0, progres
                     have = 0
                 length = response.headers.get("Content-Length")
                 total = have + int(length) if length else None
-                with open(part, "ab" if have else "wb") as f, tqdm(
-                    total=total, initial=have, unit="B", unit_scale=True, desc=dest.name, disable=not progress, leave=False
-                ) as bar:
+                with (
+                    open(part, "ab" if have else "wb") as f,
+                    tqdm(
+                        total=total,
+                        initial=have,
+                        unit="B",
+                        unit_scale=True,
+                        desc=dest.name,
+                        disable=not progress,
+                        leave=False,
+                    ) as bar,
+                ):
                     while chunk := response.read(1 << 20):
                         f.write(chunk)
                         bar.update(len(chunk))
@@ -73,11 +82,16 @@ def fetch(url: str, dest: Path, retries: int = 4, timeout: float = 60.0, progres
                 part.replace(dest)
                 return dest
             if e.code < 500 or attempt == retries:
-                raise StageError(f"{url}: download failed (HTTP {e.code} {e.reason}); check the URL or data.source") from None
+                raise StageError(
+                    f"{url}: download failed (HTTP {e.code} {e.reason}); check the URL or data.source"
+                ) from None
         except (urllib.error.URLError, OSError, TimeoutError) as e:
             if attempt == retries:
                 reason = getattr(e, "reason", e)
-                raise StageError(f"{url}: download failed after {retries} tries ({reason}); check the network or use a local copy as data.source") from None
+                raise StageError(
+                    f"{url}: download failed after {retries} tries ({reason}); check the network or use a "
+                    "local copy as data.source"
+                ) from None
         time.sleep(min(2**attempt, 30) * 0.5)
     raise AssertionError("unreachable")
 
@@ -97,17 +111,25 @@ def safe_extract(archive: Path, target: Path) -> None:
                 for info in z.infolist():
                     is_link = (info.external_attr >> 16) & 0o170000 == 0o120000
                     if _unsafe_member(info.filename) or is_link:
-                        raise StageError(f"{archive}: refusing member {info.filename!r} that would escape the target folder (absolute path, '..' or link)")
+                        raise StageError(
+                            f"{archive}: refusing member {info.filename!r} that would escape the target "
+                            "folder (absolute path, '..' or link)"
+                        )
                 z.extractall(target)
             return
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
             for m in members:
                 if _unsafe_member(m.name) or m.issym() or m.islnk() or m.isdev():
-                    raise StageError(f"{archive}: refusing member {m.name!r} that would escape the target folder (absolute path, '..', link or device)")
+                    raise StageError(
+                        f"{archive}: refusing member {m.name!r} that would escape the target folder (absolute "
+                        "path, '..', link or device)"
+                    )
             tar.extractall(target, members=members, filter="data")
     except (tarfile.TarError, zipfile.BadZipFile, EOFError) as e:
-        raise StageError(f"{archive}: not a readable .tar.gz/.zip archive ({e}); re-download it or check data.source") from None
+        raise StageError(
+            f"{archive}: not a readable .tar.gz/.zip archive ({e}); re-download it or check data.source"
+        ) from None
 
 
 def _flatten_single_folder(folder: Path) -> None:
@@ -133,9 +155,15 @@ def verify_checksums(folder: Path, sums_file: Path) -> int:
         rel = rel.strip().lstrip("*").removeprefix("./")
         path = folder / rel
         if not path.is_file():
-            raise StageError(f"{path}: missing from the dataset (listed in {sums_file.name}); the download is incomplete, delete data/.download-cache and retry")
+            raise StageError(
+                f"{path}: missing from the dataset (listed in {sums_file.name}); the download is incomplete, "
+                "delete data/.download-cache and retry"
+            )
         if sha256(path) != digest:
-            raise StageError(f"{path}: SHA-256 does not match {sums_file.name}; the file is corrupt or was changed, delete data/.download-cache and retry")
+            raise StageError(
+                f"{path}: SHA-256 does not match {sums_file.name}; the file is corrupt or was changed, delete "
+                "data/.download-cache and retry"
+            )
         checked += 1
     return checked
 
@@ -146,14 +174,23 @@ def verify_counts(folder: Path, expected: dict[str, int | None], name: str) -> d
         d = folder / split
         n = sum(1 for p in d.iterdir() if is_image_file(p)) if d.is_dir() else 0
         if n == 0 or (want is not None and n != want):
-            raise StageError(f"{d}: {name} should have {want if want is not None else 'some'} {split} images, found {n}; the archive is incomplete or not {name}")
+            raise StageError(
+                f"{d}: {name} should have {want if want is not None else 'some'} {split} images, found {n}; "
+                f"the archive is incomplete or not {name}"
+            )
         counts[split] = n
     return counts
 
 
 # -- the stage ------------------------------------------------------------------------------
-def materialise(source: str, target: Path, synthetic_cfg: SyntheticConfig, base_url: str | None = None, progress: bool = True,
-                photos_only: bool = False) -> dict:
+def materialise(
+    source: str,
+    target: Path,
+    synthetic_cfg: SyntheticConfig,
+    base_url: str | None = None,
+    progress: bool = True,
+    photos_only: bool = False,
+) -> dict:
     """Fill `target` (an empty folder) from `source` (official datasets from `base_url`, default
     P2P_DATASETS_URL or the public location); returns a description for logs."""
     info: dict = {"source": source}
@@ -189,7 +226,10 @@ def materialise(source: str, target: Path, synthetic_cfg: SyntheticConfig, base_
         _flatten_single_folder(target)
     else:
         known = ", ".join(["synthetic", *OFFICIAL])
-        raise StageError(f"data.source={source!r}: not a known dataset ({known}), a URL, or an existing folder/archive; fix data.source in params.yaml")
+        raise StageError(
+            f"data.source={source!r}: not a known dataset ({known}), a URL, or an existing folder/archive; "
+            "fix data.source in params.yaml"
+        )
     # A dataset that ships its own SHA256SUMS is checked against it.
     if (target / "SHA256SUMS").is_file():
         info["checksums_verified"] = verify_checksums(target, target / "SHA256SUMS")

@@ -14,9 +14,9 @@ import pandas as pd
 import torch
 from torchvision.utils import save_image
 
-from pix2pix.files import atomic_write_text
 from pix2pix.data import PairedDataset, collate, iter_batches, to_image_range
 from pix2pix.distributed import select_device
+from pix2pix.files import atomic_write_text
 from pix2pix.grid import comparison_grid
 from pix2pix.loading import generator_from_checkpoint, in_precision
 from pix2pix.metrics import METRIC_NAMES, evaluate, per_image_metrics
@@ -50,7 +50,7 @@ def identity(batch: dict) -> torch.Tensor:
 
 def baseline_metrics(predict, test: PairedDataset) -> dict[str, float]:
     """Mean metrics on `test` of `predict(batch) -> output batch` (a trivial baseline)."""
-    sums = {k: 0.0 for k in METRIC_NAMES}
+    sums = dict.fromkeys(METRIC_NAMES, 0.0)
     for batch in iter_batches(test):
         fake = predict(batch).expand_as(batch["target"])
         scores = per_image_metrics(to_image_range(fake), to_image_range(batch["target"]))

@@ -8,8 +8,8 @@ import platform
 
 import torch
 
-from pix2pix.files import atomic_write_text
 from pix2pix.export import export_generator
+from pix2pix.files import atomic_write_text
 
 from ..config import load_config
 from ..data.manifest import data_fingerprint
@@ -17,13 +17,18 @@ from ..paths import CHECKPOINTS, EVAL_JSON, EXPORT, MANIFEST, MODEL_CARD
 from ..stage import run_stage
 from ..tracking.registry import register_export
 
+
 def main() -> None:
     config = load_config()
     formats = tuple(config.export.formats)
     report = export_generator(CHECKPOINTS / "last.pt", EXPORT, formats=formats)
     card = {
         "model": "pix2pix U-Net generator (Isola et al. 2017)",
-        "files": {k: v["path"] if isinstance(v, dict) else v for k, v in report.items() if k in ("generator", "torchscript", "onnx")},
+        "files": {
+            k: v["path"] if isinstance(v, dict) else v
+            for k, v in report.items()
+            if k in ("generator", "torchscript", "onnx")
+        },
         "parity_max_abs_diff": {k: report[k]["max_abs_diff"] for k in ("torchscript", "onnx") if k in report},
         "input": {
             "channels": report["config"]["data"]["input_nc"],
@@ -41,7 +46,10 @@ def main() -> None:
     if "onnx" in report:
         card["registered_model"] = register_export(config, card)
         atomic_write_text(MODEL_CARD, json.dumps(card, indent=2) + "\n")
-    print(f"export: {', '.join(card['files'].values())}; parity {card['parity_max_abs_diff']}; registry {card.get('registered_model')}")
+    print(
+        f"export: {', '.join(card['files'].values())}; parity {card['parity_max_abs_diff']}; registry "
+        f"{card.get('registered_model')}"
+    )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pix2pix.images import combined_half_size, list_images, match_by_name, open_image
 from pix2pix.errors import ImageError
+from pix2pix.images import combined_half_size, list_images, match_by_name, open_image
 
 from ..config import SplitConfig, load_config
 from ..data.hashing import sha256
@@ -91,7 +91,10 @@ def checked_half_size(a: Path, b: Path | None) -> tuple[int, int]:
         sizes = {"A": upright_size(a), "B": upright_size(b)}
     for side, (w, h) in sizes.items():
         if min(w, h) < MIN_SIDE:
-            raise ImageError(f"{a if side == 'A' or b is None else b}: {side} is too small ({w}x{h}, need at least {MIN_SIDE}x{MIN_SIDE})")
+            raise ImageError(
+                f"{a if side == 'A' or b is None else b}: {side} is too small ({w}x{h}, need at least "
+                f"{MIN_SIDE}x{MIN_SIDE})"
+            )
     return sizes["A"]
 
 
@@ -150,13 +153,16 @@ def build(raw: Path, ratios: SplitConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
             found.append((split, name, a, b))
     if not own_splits:
         splits = assign_splits([name for _, name, _, _ in found], ratios)
-        found = [(s, name, a, b) for s, (_, name, a, b) in zip(splits, found)]
+        found = [(s, name, a, b) for s, (_, name, a, b) in zip(splits, found, strict=True)]
     rows = []
-    for (split, name, a, b), result in zip(found, inspect_all([(a, b, raw) for _, _, a, b in found])):
+    for (split, name, a, b), result in zip(found, inspect_all([(a, b, raw) for _, _, a, b in found]), strict=True):
         if result["status"] == "rejected":
             rejected.append({"path": result.pop("path"), "reason": result.pop("reason")})
-            result.update(layout="combined" if b is None else "separate", a_path=a.relative_to(raw).as_posix(),
-                          b_path="" if b is None else b.relative_to(raw).as_posix())
+            result.update(
+                layout="combined" if b is None else "separate",
+                a_path=a.relative_to(raw).as_posix(),
+                b_path="" if b is None else b.relative_to(raw).as_posix(),
+            )
         rows.append({"id": f"{split}-{name}" if own_splits else name, "split": split, **result})
     manifest = pd.DataFrame(rows, columns=COLUMNS)
     manifest[["width", "height"]] = manifest[["width", "height"]].astype("Int64")
@@ -175,9 +181,14 @@ def main() -> None:
         rejects.to_csv(staging / "rejected.csv", index=False)
         usable = manifest[manifest["status"] == "ok"]
         if usable.empty:
-            raise StageError(f"{RAW}: no usable image pairs ({len(rejects)} rejected, reasons in {staging / 'rejected.csv'}); fix the data or data.source")
+            raise StageError(
+                f"{RAW}: no usable image pairs ({len(rejects)} rejected, reasons in "
+                f"{staging / 'rejected.csv'}); fix the data or data.source"
+            )
         if not (usable["split"] == "train").any():
-            raise StageError(f"{RAW}: no training pairs after validation; add data to the train split or lower data.split ratios")
+            raise StageError(
+                f"{RAW}: no training pairs after validation; add data to the train split or lower data.split ratios"
+            )
         manifest.to_csv(staging / "manifest.csv", index=False)
     except BaseException:
         if (staging / "rejected.csv").is_file():  # keep the reasons where the user can read them

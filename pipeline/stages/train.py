@@ -21,9 +21,9 @@ import torch
 
 from pix2pix import distributed
 from pix2pix.callbacks import Callback, SampleSaver
-from pix2pix.files import atomic_write_text
 from pix2pix.data import PairedDataset
 from pix2pix.distributed import select_device
+from pix2pix.files import atomic_write_text
 from pix2pix.model import LOSS_NAMES
 from pix2pix.train import Status, Trainer
 
@@ -90,7 +90,12 @@ def main() -> None:
         if Trainer(cfg, train, CHECKPOINTS, val_data=val, resume=resume).fit()["status"] is Status.INTERRUPTED:
             raise KeyboardInterrupt
         return
-    tags = {"data_fingerprint": fingerprint["data"], "torch": torch.__version__, "preset": config.preset, **git_info(project_root())}
+    tags = {
+        "data_fingerprint": fingerprint["data"],
+        "torch": torch.__version__,
+        "preset": config.preset,
+        **git_info(project_root()),
+    }
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
     with training_run(config, tags, resume) as mlflow:
@@ -100,9 +105,14 @@ def main() -> None:
             callbacks.append(MlflowCallback(mlflow))
         trainer = Trainer(cfg, train, CHECKPOINTS, val_data=val, callbacks=callbacks, resume=resume)
         print(
-            f"train: {len(train)} pairs, {trainer.total_epochs} epochs x {trainer.steps_per_epoch} steps on {trainer.device}"
+            f"train: {len(train)} pairs, {trainer.total_epochs} epochs x {trainer.steps_per_epoch} steps on "
+            f"{trainer.device}"
             + (f" x {ctx.world_size} processes" if ctx.enabled else "")
-            + (f", {trainer.num_workers} DataLoader worker(s) decoding" if trainer.num_workers else ", decoded images cached in memory")
+            + (
+                f", {trainer.num_workers} DataLoader worker(s) decoding"
+                if trainer.num_workers
+                else ", decoded images cached in memory"
+            )
             + (f", resuming at step {trainer.step}" if trainer.resumed_from else "")
         )
         started = time.perf_counter()
@@ -116,7 +126,9 @@ def main() -> None:
             "steps": summary["step"],
             "epochs": summary["epoch"],
             "seconds": round(seconds, 2),
-            "images_per_sec": round(steps_run * cfg.train.batch_size * ctx.world_size / seconds, 2) if steps_run else None,
+            "images_per_sec": round(steps_run * cfg.train.batch_size * ctx.world_size / seconds, 2)
+            if steps_run
+            else None,
             "resumed_from_step": summary["start_step"],
             "device": str(trainer.device),
             **{k: round(summary[k], 5) for k in LOSS_NAMES if k in summary},

@@ -24,7 +24,9 @@ class MlflowCallback(Callback):
 
     def __init__(self, mlflow, outage_limit_s: float | None = None):
         self.mlflow = mlflow
-        self.outage_limit_s = float(os.environ.get("P2P_TRACKING_OUTAGE_S", 900)) if outage_limit_s is None else outage_limit_s
+        self.outage_limit_s = (
+            float(os.environ.get("P2P_TRACKING_OUTAGE_S", 900)) if outage_limit_s is None else outage_limit_s
+        )
         self.pending: list[tuple[dict[str, float], int]] = []
         self.down_since: float | None = None
         self.last_try = 0.0
@@ -46,7 +48,11 @@ class MlflowCallback(Callback):
     def _flush(self, force: bool = False) -> None:
         """Send the pending reports in order; on failure keep them (see the class docs)."""
         now = time.monotonic()
-        if self.mlflow is None or not self.pending or (self.down_since is not None and not force and now - self.last_try < self.RETRY_EVERY_S):
+        if (
+            self.mlflow is None
+            or not self.pending
+            or (self.down_since is not None and not force and now - self.last_try < self.RETRY_EVERY_S)
+        ):
             return
         self.last_try = now
         try:
@@ -56,9 +62,15 @@ class MlflowCallback(Callback):
         except Exception as e:  # noqa: BLE001
             if self.down_since is None:
                 self.down_since = now
-                print(f"warning: MLflow unreachable ({first_line(e, 200)}); training goes on, metrics are kept and sent when it answers", file=sys.stderr)
+                print(
+                    f"warning: MLflow unreachable ({first_line(e, 200)}); training goes on, metrics are kept "
+                    "and sent when it answers",
+                    file=sys.stderr,
+                )
             elif now - self.down_since > self.outage_limit_s:
-                warn_tracking(f"logging (unreachable for {now - self.down_since:.0f} s, {len(self.pending)} reports dropped)", e)
+                warn_tracking(
+                    f"logging (unreachable for {now - self.down_since:.0f} s, {len(self.pending)} reports dropped)", e
+                )
                 self.mlflow, self.pending = None, []
             return
         if self.down_since is not None:
@@ -68,7 +80,16 @@ class MlflowCallback(Callback):
     def on_train_start(self, info):
         if self.mlflow is None:
             return
-        self._call("log_params", self.mlflow.log_params, {"params_G": info["params_G"], "params_D": info["params_D"], "train_size": info["train_size"], "val_size": info["val_size"]})
+        self._call(
+            "log_params",
+            self.mlflow.log_params,
+            {
+                "params_G": info["params_G"],
+                "params_D": info["params_D"],
+                "train_size": info["train_size"],
+                "val_size": info["val_size"],
+            },
+        )
         self._call("set_tags", self.mlflow.set_tags, {"device": info["device"], "precision": info["amp_dtype"]})
 
     # Synchronous on purpose: one log_batch per report (every train.log_every steps) measured
@@ -84,7 +105,11 @@ class MlflowCallback(Callback):
     def on_train_end(self, summary):
         self._flush(force=True)  # a last try for what an outage held back
         if self.pending:
-            print(f"warning: MLflow still unreachable at the end of training: {len(self.pending)} metric reports not logged", file=sys.stderr)
+            print(
+                f"warning: MLflow still unreachable at the end of training: {len(self.pending)} metric "
+                "reports not logged",
+                file=sys.stderr,
+            )
 
     def on_samples(self, step, grid):
         if self.mlflow is not None and self.down_since is None:
@@ -92,4 +117,6 @@ class MlflowCallback(Callback):
             try:
                 self.mlflow.log_image(image, key="samples", step=step, synchronous=True)
             except Exception as e:  # noqa: BLE001 - a picture is not worth stopping for
-                print(f"warning: MLflow sample image at step {step} not logged ({str(e).strip()[:200]})", file=sys.stderr)
+                print(
+                    f"warning: MLflow sample image at step {step} not logged ({str(e).strip()[:200]})", file=sys.stderr
+                )

@@ -17,15 +17,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pix2pix.images import open_halves
 from pix2pix.config import build_section, check_choices, option
 from pix2pix.errors import first_line
+from pix2pix.images import open_halves
 from pix2pix.metrics import HIGHER_IS_BETTER, METRIC_NAMES, per_image_metrics
 
 from ..data.manifest import held_out_split, split_pairs
 from ..paths import RAW
 from .registry import CHALLENGER, CHAMPION, set_alias
-
 
 
 @dataclass
@@ -35,7 +34,7 @@ class PromotionConfig:
     metric: str = option("l1", "l1 (lower is better), psnr or ssim (higher is better)", METRIC_NAMES)
     min_improvement: float = option(0.002, "how much better the challenger must be to become champion")
 
-    def validate(self) -> "PromotionConfig":
+    def validate(self) -> PromotionConfig:
         check_choices(self, "promotion")
         return self
 
@@ -89,7 +88,14 @@ def _tag(client, name: str, version: str, decision: Decision) -> None:
         client.set_model_version_tag(name, version, key, value)
 
 
-def promote(mlflow, name: str, challenger: str, pairs: list[tuple[Image.Image, Image.Image]], metric: str = "l1", min_improvement: float = 0.0) -> Decision:
+def promote(
+    mlflow,
+    name: str,
+    challenger: str,
+    pairs: list[tuple[Image.Image, Image.Image]],
+    metric: str = "l1",
+    min_improvement: float = 0.0,
+) -> Decision:
     """Run the gate for `challenger` (a version of `name`) and move aliases accordingly."""
     from mlflow.exceptions import MlflowException
 
@@ -104,7 +110,11 @@ def promote(mlflow, name: str, challenger: str, pairs: list[tuple[Image.Image, I
 
     if champion is None or champion == str(challenger):
         decision.promoted = True
-        decision.reason = "no champion yet: the first version becomes champion" if champion is None else "already champion (first version)"
+        decision.reason = (
+            "no champion yet: the first version becomes champion"
+            if champion is None
+            else "already champion (first version)"
+        )
     else:
         try:
             decision.scores["challenger"] = score_model(mlflow, f"models:/{name}/{challenger}", pairs, metric)
@@ -116,7 +126,10 @@ def promote(mlflow, name: str, challenger: str, pairs: list[tuple[Image.Image, I
             if not HIGHER_IS_BETTER[metric]:
                 better = -better
             decision.scores["improvement"] = better
-            shown = f"{metric} {decision.scores['challenger']:.5g} vs champion v{champion} {decision.scores['champion']:.5g}"
+            shown = (
+                f"{metric} {decision.scores['challenger']:.5g} vs champion v{champion} "
+                f"{decision.scores['champion']:.5g}"
+            )
             if better > 0 and better >= min_improvement:
                 decision.promoted = True
                 decision.reason = f"better by {better:.5g} (>= {min_improvement}): {shown}"

@@ -75,9 +75,9 @@ def registered_before(client, name: str, run_id: str, checkpoint_sha256: str) ->
 def register_generator(mlflow, name: str, onnx_path: Path, input_nc: int, output_nc: int, tags: dict[str, str]) -> str:
     """Log the pyfunc into the active run, register it, tag it, set aliases; returns the version.
     `tags["checkpoint_sha256"]` makes it idempotent: that checkpoint's version from this run is reused."""
+    from mlflow.exceptions import MlflowException
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
-    from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient()
     run_id = mlflow.active_run().info.run_id
@@ -119,7 +119,11 @@ def register_export(config: PipelineConfig, card: dict) -> dict | None:
     in the training run or the run standing in for it; returns the name, version and store,
     or None when tracking is unavailable (the exported files stay valid either way)."""
     name = model_name(config.data.source)
-    tags = {"data_fingerprint": card["data_fingerprint"], "checkpoint_sha256": sha256(CHECKPOINTS / "last.pt"), **git_info(project_root())}
+    tags = {
+        "data_fingerprint": card["data_fingerprint"],
+        "checkpoint_sha256": sha256(CHECKPOINTS / "last.pt"),
+        **git_info(project_root()),
+    }
     tags.update({f"test_{k}": v for k, v in (card["eval"] or {}).items() if k in METRIC_NAMES})
     data = card["params"]["data"]
     with shared_run(config) as mlflow:
@@ -127,7 +131,9 @@ def register_export(config: PipelineConfig, card: dict) -> dict | None:
             return None
         try:
             mlflow.log_artifact(str(MODEL_CARD), "export")
-            version = register_generator(mlflow, name, Path(card["files"]["onnx"]), data["input_nc"], data["output_nc"], tags)
+            version = register_generator(
+                mlflow, name, Path(card["files"]["onnx"]), data["input_nc"], data["output_nc"], tags
+            )
         except Exception as e:  # noqa: BLE001 - the exported files on disk stay valid
             warn_tracking("model registration", e)
             return None

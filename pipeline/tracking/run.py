@@ -19,9 +19,10 @@ import os
 import subprocess
 import sys
 import urllib.parse
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from pix2pix.errors import first_line
 from pix2pix.files import atomic_write_text
@@ -90,7 +91,10 @@ def shown_uri(uri: str) -> str:
 
 
 def warn_tracking(what: str, error: BaseException) -> None:
-    print(f"warning: MLflow {what} failed ({first_line(error)}); continuing without tracking, results stay on disk", file=sys.stderr)
+    print(
+        f"warning: MLflow {what} failed ({first_line(error)}); continuing without tracking, results stay on disk",
+        file=sys.stderr,
+    )
 
 
 def connect(root: Path | None = None):
@@ -125,11 +129,16 @@ def start_training_run(config: PipelineConfig, tags: dict[str, str], resume: boo
         if previous and previous.get("tracking_uri") == tracking_uri():
             run = mlflow.start_run(run_id=previous["run_id"], log_system_metrics=True)
         else:
-            run = mlflow.start_run(experiment_id=experiment, log_system_metrics=True, run_name=os.environ.get("DVC_EXP_NAME"))
+            run = mlflow.start_run(
+                experiment_id=experiment, log_system_metrics=True, run_name=os.environ.get("DVC_EXP_NAME")
+            )
         mlflow.set_tags(tags)
         values = config.to_dict()
         mlflow.log_params(flatten({k: values[k] for k in ("data", "model", "train")}))
-        atomic_write_text(RUN_FILE, json.dumps({"run_id": run.info.run_id, "experiment_id": experiment, "tracking_uri": tracking_uri()}))
+        atomic_write_text(
+            RUN_FILE,
+            json.dumps({"run_id": run.info.run_id, "experiment_id": experiment, "tracking_uri": tracking_uri()}),
+        )
         return mlflow
     except Exception as e:  # noqa: BLE001 - any tracking failure must not stop training
         warn_tracking("start", e)
@@ -172,8 +181,12 @@ def stand_in_run(mlflow, info: dict, experiment_name: str) -> str:
     if found:
         return found[0].info.run_id
     run = mlflow.MlflowClient().create_run(experiment, tags=trained, run_name=f"evaluated-{info['run_id'][:8]}")
-    print(f"MLflow: training run {info['run_id']} is in {trained[TRAINED_STORE_TAG]}, not in {shown_uri(tracking_uri())}; "
-          f"logging into run {run.info.run_id} there instead", file=sys.stderr)
+    print(
+        f"MLflow: training run {info['run_id']} is in {trained[TRAINED_STORE_TAG]}, not in "
+        f"{shown_uri(tracking_uri())}; "
+        f"logging into run {run.info.run_id} there instead",
+        file=sys.stderr,
+    )
     return run.info.run_id
 
 

@@ -51,24 +51,32 @@ def connect_dvc_remote(s: Settings, project: Path, remote: str = "team") -> str:
     with --local (.dvc/config.local, which git ignores): endpoint and keys never reach git."""
     key, secret = s3_credentials(s)
     url = f"s3://{s.bucket}/dvcstore"
-    for args in (["remote", "add", "--local", "--force", "--default", remote, url],
-                 ["remote", "modify", "--local", remote, "endpointurl", s.s3_url],
-                 ["remote", "modify", "--local", remote, "access_key_id", key],
-                 ["remote", "modify", "--local", remote, "secret_access_key", secret]):
-        r = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, env=tool_env(), capture_output=True, text=True)
+    for args in (
+        ["remote", "add", "--local", "--force", "--default", remote, url],
+        ["remote", "modify", "--local", remote, "endpointurl", s.s3_url],
+        ["remote", "modify", "--local", remote, "access_key_id", key],
+        ["remote", "modify", "--local", remote, "secret_access_key", secret],
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "dvc", *args], cwd=project, env=tool_env(), capture_output=True, text=True
+        )
         if r.returncode != 0:
-            raise StackError(f"dvc {' '.join(args[:3])} in {project} failed: {(r.stderr or r.stdout).strip().splitlines()[-1]}")
+            raise StackError(
+                f"dvc {' '.join(args[:3])} in {project} failed: {(r.stderr or r.stdout).strip().splitlines()[-1]}"
+            )
     return url
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.ops.stack", description="the team stack on this machine (see module docs)")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.ops.stack", description="the team stack on this machine (see module docs)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("up", "start services that are not running"), ("down", "stop services")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(BY_NAME)} (default: all)")
     sub.add_parser("status", help="one line per service; exit status 1 if any is down")
-    sub.add_parser("env", help="client settings as shell `export` lines:  eval \"$(python -m pipeline.stack env)\"")
+    sub.add_parser("env", help='client settings as shell `export` lines:  eval "$(python -m pipeline.stack env)"')
     c = sub.add_parser("connect", help="use the stack's bucket as this workspace's DVC remote (written with --local)")
     c.add_argument("--project", default=".", help="the workspace (default: current folder)")
     args = parser.parse_args(argv)
@@ -84,9 +92,18 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"export {key}={shlex.quote(value)}")
             return 0
         if args.command == "connect":
-            print(f"DVC remote 'team' = {connect_dvc_remote(s, Path(args.project).resolve())} at {s.s3_url} (in .dvc/config.local)")
+            print(
+                f"DVC remote 'team' = {connect_dvc_remote(s, Path(args.project).resolve())} at {s.s3_url} (in "
+                ".dvc/config.local)"
+            )
             return 0
-        lines = up(s, args.services) if args.command == "up" else down(s, args.services) if args.command == "down" else status(s)
+        lines = (
+            up(s, args.services)
+            if args.command == "up"
+            else down(s, args.services)
+            if args.command == "down"
+            else status(s)
+        )
     except StackError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -60,7 +60,7 @@ class Settings:
     zombie_after_s: int
 
     @classmethod
-    def from_env(cls, project: Path | None = None) -> "Settings":
+    def from_env(cls, project: Path | None = None) -> Settings:
         root = Path(os.environ.get("P2P_STACK_DIR") or (project or Path.cwd()) / ".stack").resolve()
         host = os.environ.get("P2P_STACK_HOST", LOOPBACK)
         auth_setting = os.environ.get("P2P_STACK_AUTH", "auto").lower()
@@ -68,7 +68,10 @@ class Settings:
             raise StackError(f"P2P_STACK_AUTH={auth_setting!r}: use auto, true or false")
         auth = auth_setting == "true" or not is_loopback(host)
         if auth_setting == "false" and not is_loopback(host):
-            raise StackError(f"P2P_STACK_HOST={host} is reachable from other machines: authentication cannot be turned off there (unset P2P_STACK_AUTH)")
+            raise StackError(
+                f"P2P_STACK_HOST={host} is reachable from other machines: authentication cannot be turned off "
+                "there (unset P2P_STACK_AUTH)"
+            )
         heartbeat = _env_int("P2P_HEARTBEAT_SECONDS", 30)
         return cls(
             dir=root,
@@ -128,7 +131,9 @@ def s3_credentials(s: Settings) -> tuple[str, str]:
     if key and secret:
         return key, secret
     if s.s3_endpoint:
-        raise StackError(f"P2P_S3_ENDPOINT={s.s3_endpoint} needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment")
+        raise StackError(
+            f"P2P_S3_ENDPOINT={s.s3_endpoint} needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment"
+        )
     saved = secrets_of(s)
     return saved["s3_key"], saved["s3_secret"]
 
@@ -140,8 +145,11 @@ def auth_credentials(s: Settings) -> dict[str, str]:
     needed = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING")
     missing = [k for k in needed if not os.environ.get(k)]
     if missing:
-        raise StackError(f"authentication is on (P2P_STACK_HOST={s.host}, P2P_STACK_AUTH={os.environ.get('P2P_STACK_AUTH', 'auto')}): "
-                         f"set {', '.join(missing)} in the environment (PREFECT_API_AUTH_STRING as user:password)")
+        raise StackError(
+            f"authentication is on (P2P_STACK_HOST={s.host}, "
+            f"P2P_STACK_AUTH={os.environ.get('P2P_STACK_AUTH', 'auto')}): "
+            f"set {', '.join(missing)} in the environment (PREFECT_API_AUTH_STRING as user:password)"
+        )
     if ":" not in os.environ["PREFECT_API_AUTH_STRING"]:
         raise StackError("PREFECT_API_AUTH_STRING must look like user:password")
     return {k: os.environ[k] for k in needed}
@@ -163,11 +171,16 @@ def pg_password_env(s: Settings) -> dict[str, str]:
 def client_env(s: Settings) -> dict[str, str]:
     """What a client machine sets to use this stack (credentials included when auth is on)."""
     key, secret = s3_credentials(s)
-    env = {"MLFLOW_TRACKING_URI": s.mlflow_url, "PREFECT_API_URL": s.prefect_api, "P2P_S3_ENDPOINT": s.s3_url,
-           "P2P_S3_BUCKET": s.bucket, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
+    env = {
+        "MLFLOW_TRACKING_URI": s.mlflow_url,
+        "PREFECT_API_URL": s.prefect_api,
+        "P2P_S3_ENDPOINT": s.s3_url,
+        "P2P_S3_BUCKET": s.bucket,
+        "AWS_ACCESS_KEY_ID": key,
+        "AWS_SECRET_ACCESS_KEY": secret,
+    }
     env.update(auth_credentials(s))
     return env
-
 
 
 # -- what the stack started: one entry per process, in state.json ------------------------------
