@@ -146,3 +146,19 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys, args, expected):
 def test_help_is_fast_and_lists_commands():
     r = run_cli("--help")
     assert r.returncode == 0 and all(c in r.stdout for c in ("train", "predict", "export", "evaluate"))
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_a_device_this_machine_lacks_is_one_line_naming_train_device(tmp_path, capsys):
+    from pix2pix.cli import main
+    from pix2pix.distributed import select_device
+    from pix2pix.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.device: 'cuda:1', but this machine has no CUDA GPU; set"):
+        select_device("cuda:1")
+    (tmp_path / "data").mkdir()
+    Image.new("RGB", (64, 32)).save(tmp_path / "data" / "pair.png")
+    assert main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "train.device: 'cuda', but this machine has no CUDA GPU" in err and err.count("\n") == 1
+    assert "Traceback" not in err

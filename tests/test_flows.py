@@ -41,7 +41,12 @@ def test_first_retrain_runs_the_pipeline_and_crowns_the_registered_model(project
     from pipeline.ops.flows import retrain
 
     summary = retrain(project=str(project), retries=0)  # dvc repro: up to date after the shared run
-    assert summary["decision"] == "promoted" and summary["model"] == {"name": "pix2pix-synthetic", "version": "1"}
+    assert summary["decision"] == "promoted"
+    assert summary["model"] == {
+        "name": "pix2pix-synthetic",
+        "version": "1",
+        "tracking_uri": f"sqlite:///{project / 'mlflow.db'}",
+    }
     assert summary["run_id"] and set(summary["metrics"]) == {"l1", "psnr", "ssim"}
     assert _champion(project)[1] == "1"
 

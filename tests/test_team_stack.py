@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, make_project, tool_env
+from conftest import copy_workspace, free_port, make_project, tool_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
@@ -291,12 +291,18 @@ def test_strangers_are_refused_and_logged_in_clients_served(stack):
     assert "login required" in status and "auth string required" in status and "up 2/2" in status
 
 
-def test_two_workspaces_one_stack(stack, tmp_path):
-    """A's deployment runs on a worker of the pool; the version lands in the PostgreSQL
-    registry, the files in the bucket; B pulls A's outputs and serves A's champion."""
+@pytest.fixture(scope="module")
+def workspace_a(stack) -> tuple[Path, dict]:
+    """Workspace A, deployed on the pool and retrained once by a worker: (folder, its flow run)."""
     a = stack.workspace("ws-a")
     stack.deploy(a, "ws-a")
-    run = stack.wait_final(stack.trigger("ws-a"))
+    return a, stack.wait_final(stack.trigger("ws-a"))
+
+
+def test_two_workspaces_one_stack(stack, workspace_a, tmp_path):
+    """A's deployment runs on a worker of the pool; the version lands in the PostgreSQL
+    registry, the files in the bucket; B pulls A's outputs and serves A's champion."""
+    a, run = workspace_a
     assert run["state_type"] == "COMPLETED", f"{run['state']['message']}\n{stack.logs()}"
     assert run["work_pool_name"] == "pix2pix"
     assert stack.registry_rows(MODEL) == [(MODEL, 1)]
@@ -341,7 +347,7 @@ def test_two_workspaces_one_stack(stack, tmp_path):
     assert served.dtype == np.uint8 and np.array_equal(served, from_a)
 
 
-def test_operators_use_prefects_cli(stack):
+def test_operators_use_prefects_cli(stack, workspace_a):
     for args, expected in (
         (["deployment", "ls"], "pix2pix-retrain/ws-a"),
         (["work-pool", "ls"], "pix2pix"),
@@ -350,6 +356,51 @@ def test_operators_use_prefects_cli(stack):
     ):
         out = stack.prefect(*args).stdout
         assert expected in out, f"prefect {' '.join(args)}:\n{out}"
+
+
+def test_a_workspace_reproduced_alone_moves_to_the_stack_without_retraining(stack, reproduced, tmp_path):
+    """`dvc repro` on one machine (local sqlite store, its version registered there), then
+    connected to the stack: the worker's retrain finds every stage up to date, registers the
+    exported model in the team registry (tagged with where it was trained), gates it and ends
+    COMPLETED; the checkpoint is the one trained locally."""
+    from pipeline.data.hashing import sha256
+
+    local = copy_workspace(reproduced[0], stack.root / "ws-local")
+    trained_run = json.loads((local / "models/checkpoints/mlflow_run.json").read_text())["run_id"]
+    checkpoint = sha256(local / "models/checkpoints/last.pt")
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline.ops.stack", "connect", "--project", str(local)],
+        env=stack.client_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    stack.deploy(local, "ws-local")
+    run = stack.wait_final(stack.trigger("ws-local"))
+    assert run["state_type"] == "COMPLETED", f"{run['state']['message']}\n{stack.logs()}"
+    assert sha256(local / "models/checkpoints/last.pt") == checkpoint  # not retrained
+    client = stack.mlflow_client()
+    moved = [
+        v for v in client.search_model_versions(f"name = '{MODEL}'") if v.tags.get("checkpoint_sha256") == checkpoint
+    ]
+    assert len(moved) == 1, [v.tags for v in moved]
+    stand_in = client.get_run(moved[0].run_id)
+    assert stand_in.data.tags["trained_run_id"] == trained_run
+    assert stand_in.data.tags["trained_in"].startswith("sqlite:///") and "promotion_decision" in moved[0].tags
+    # The same retrain again (forced): the version is found, not registered twice.
+    again = stack.wait_final(stack.trigger("ws-local", force=True))
+    assert again["state_type"] == "COMPLETED", again["state"]["message"]
+    assert (
+        len(
+            [
+                v
+                for v in client.search_model_versions(f"name = '{MODEL}'")
+                if v.tags.get("checkpoint_sha256") == checkpoint
+            ]
+        )
+        == 1
+    )
 
 
 def test_one_retrain_per_workspace_and_workspaces_in_parallel(stack):

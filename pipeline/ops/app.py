@@ -210,7 +210,7 @@ def create_app(root: Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> Fa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.app", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.ops.app", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--project", type=Path, default=Path("."), help="project folder: its mlflow.db and test split")

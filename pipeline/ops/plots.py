@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from ..stage import StageError, run_stage
+from .env import tool_error
 
 
 def render(specs: dict, out: Path) -> list[Path]:
@@ -43,9 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         [sys.executable, "-m", "dvc", "plots", "show", "--json", *dvc_args], capture_output=True, text=True
     )
     if r.returncode != 0:
-        raise StageError(
-            f"dvc plots show failed: {(r.stderr or r.stdout).strip().splitlines()[-1:]}; run `dvc repro` first"
-        )
+        raise StageError(f"dvc plots show failed: {tool_error(r.stderr + r.stdout)}; run `dvc repro` first")
     specs = json.loads(r.stdout).get("data", {})
     if not specs:
         raise StageError("no plots to render; run `dvc repro` first so metrics/train/plots exists")

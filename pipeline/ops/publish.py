@@ -11,19 +11,13 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 # Absolute imports: Prefect workers load flows.py, which imports this, as a script.
-from pipeline.ops.env import tool_env
+from pipeline.ops.env import tool_env, tool_error
 from pipeline.ops.states import one_line_errors
 from pix2pix.errors import Pix2PixError
 
 
 class PublishFailed(Pix2PixError, RuntimeError):
     """The outputs could not be pushed; the message is one line naming the cause and the fix."""
-
-
-def _last_error(output: str) -> str:
-    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("ERROR")] or lines or ["no output"]
-    return errors[-1].removeprefix("ERROR:").strip()[:400]
 
 
 def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess:
@@ -66,7 +60,7 @@ def publish(root: str, model: dict | None, commit: bool = True) -> str:
         if r.returncode != 0:
             kept = f"model version {model['version']} of {model['name']} stays registered; " if model else ""
             raise PublishFailed(
-                f"dvc push to remote '{remote}' failed: {_last_error(r.stdout + r.stderr)}; {kept}"
+                f"dvc push to remote '{remote}' failed: {tool_error(r.stdout + r.stderr)}; {kept}"
                 "the next retrain pushes again once the object store is reachable"
             )
         notes.append(f"pushed outputs to DVC remote '{remote}'")
@@ -84,13 +78,13 @@ def publish(root: str, model: dict | None, commit: bool = True) -> str:
             what = f"{model['name']} v{model['version']}" if model else "outputs"
             r = _git(rootp, *ident, "commit", "-q", "-m", f"retrain: {what}", "--", *files)
             if r.returncode != 0:
-                raise PublishFailed(f"git commit in {rootp} failed: {_last_error(r.stderr + r.stdout)}")
+                raise PublishFailed(f"git commit in {rootp} failed: {tool_error(r.stderr + r.stdout)}")
             notes.append("committed " + ", ".join(files))
         if _git(rootp, "rev-parse", "--abbrev-ref", "@{upstream}").returncode == 0:
             r = _git(rootp, "push", "-q")
             if r.returncode != 0:
                 raise PublishFailed(
-                    f"git push from {rootp} failed: {_last_error(r.stderr + r.stdout)}; the next retrain pushes again"
+                    f"git push from {rootp} failed: {tool_error(r.stderr + r.stdout)}; the next retrain pushes again"
                 )
             notes.append("git push")
     logger.info("publish: %s", "; ".join(notes))

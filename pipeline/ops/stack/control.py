@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..env import tool_env
+from ..env import tool_env, tool_error
 from .services import BY_NAME, SERVICES
 from .settings import Settings, StackError, auth_credentials, client_env, s3_credentials
 
@@ -61,9 +61,7 @@ def connect_dvc_remote(s: Settings, project: Path, remote: str = "team") -> str:
             [sys.executable, "-m", "dvc", *args], cwd=project, env=tool_env(), capture_output=True, text=True
         )
         if r.returncode != 0:
-            raise StackError(
-                f"dvc {' '.join(args[:3])} in {project} failed: {(r.stderr or r.stdout).strip().splitlines()[-1]}"
-            )
+            raise StackError(f"dvc {' '.join(args[:3])} in {project} failed: {tool_error(r.stderr + r.stdout)}")
     return url
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from pix2pix.errors import first_line
 
 from .. import processes
-from ..env import tool_env
+from ..env import tool_env, tool_error
 from .settings import (
     LOOPBACK,
     Settings,
@@ -104,7 +104,7 @@ def start_postgres(s: Settings) -> None:
         )
         pwfile.unlink(missing_ok=True)
         if r.returncode != 0:
-            raise StackError(f"initdb {data} failed: {(r.stderr or r.stdout).strip().splitlines()[-1]}")
+            raise StackError(f"initdb {data} failed: {tool_error(r.stderr + r.stdout)}")
     # Room for both MLflow workers' pools (tracking and login stores) and Prefect's.
     options = (
         f"-c listen_addresses={LOOPBACK} -p {s.postgres_port} -c unix_socket_directories='' -c max_connections=300"
@@ -129,9 +129,7 @@ def start_postgres(s: Settings) -> None:
         text=True,
     )
     if r.returncode != 0:
-        raise StackError(
-            f"PostgreSQL did not start: {(r.stderr or r.stdout).strip().splitlines()[-1]} (log: {data / 'server.log'})"
-        )
+        raise StackError(f"PostgreSQL did not start: {tool_error(r.stderr + r.stdout)} (log: {data / 'server.log'})")
     _create_databases(s)
 
 
