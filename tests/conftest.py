@@ -309,13 +309,25 @@ def dvc(project: Path, *args, check: bool = True, timeout: float = 600) -> subpr
 
 
 @pytest.fixture(scope="session")
-def reproduced(tmp_path_factory) -> tuple[Path, str]:
+def reproduced(tmp_path_factory, worker_id) -> tuple[Path, str]:
     """One tiny project after `git commit` and a full `dvc repro` (MLflow in its own sqlite
-    file): the shared starting point of the end-to-end tests, made once per session. Returns
-    (folder, the repro's output). Tests that change it work on a `copy_workspace` of it."""
-    project = make_project(tmp_path_factory.mktemp("reproduced") / "project")
-    r = dvc(project, "repro", timeout=900)
-    return project, r.stdout
+    file): the shared starting point of the end-to-end tests, made once per session - once for
+    all of pytest-xdist's processes, the first to ask builds it under a lock. Returns (folder,
+    the repro's output). Tests only read it; those that change it work on a `copy_workspace`."""
+    import json
+
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":  # xdist: every worker's basetemp sits in the session's folder
+        shared = shared.parent
+    project, done = shared / "reproduced" / "project", shared / "reproduced" / "done.json"
+    with FileLock(str(shared / "reproduced.lock")):
+        if not done.is_file():
+            make_project(project)
+            r = dvc(project, "repro", timeout=900)
+            done.write_text(json.dumps({"stdout": r.stdout}))
+    return project, json.loads(done.read_text())["stdout"]
 
 
 def copy_workspace(src: Path, dest: Path) -> Path:

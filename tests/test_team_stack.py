@@ -30,7 +30,8 @@ import pytest
 
 from conftest import copy_workspace, free_port, make_project, tool_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.server]
+# One group: pytest-xdist runs these in one process, in file order, beside the rest of the suite.
+pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.xdist_group("team-stack")]
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 MODEL = "pix2pix-synthetic"
 
@@ -65,8 +66,10 @@ class Stack:
             "MLFLOW_TRACKING_USERNAME": "admin",
             "MLFLOW_TRACKING_PASSWORD": password,
             "PREFECT_API_AUTH_STRING": f"admin:{password}",
-            "P2P_HEARTBEAT_SECONDS": "30",
-            "P2P_ZOMBIE_SECONDS": "60",
+            # Crash detection and pick-up within seconds, not the production minutes.
+            "P2P_HEARTBEAT_SECONDS": "5",
+            "P2P_ZOMBIE_SECONDS": "20",
+            "PREFECT_WORKER_QUERY_SECONDS": "2",
             "P2P_S3_BUCKET": "team-bucket",
             "OMP_NUM_THREADS": "1",  # several trainings share the 2 cores
         }
@@ -305,7 +308,9 @@ def test_two_workspaces_one_stack(stack, workspace_a, tmp_path):
     a, run = workspace_a
     assert run["state_type"] == "COMPLETED", f"{run['state']['message']}\n{stack.logs()}"
     assert run["work_pool_name"] == "pix2pix"
-    assert stack.registry_rows(MODEL) == [(MODEL, 1)]
+    versions = stack.mlflow_client().search_model_versions(f"name = '{MODEL}'")
+    card = (a / "models/export/model_card.json").read_text()
+    assert stack.registry_rows(MODEL) == [(MODEL, 1)], (card, [(v.version, v.run_id, v.tags) for v in versions])
     mv = stack.mlflow_client().get_model_version(MODEL, "1")
     assert any(k.startswith("mlartifacts/") and "generator" in k for k in stack.s3_keys("mlartifacts/")), (
         "model files not in the bucket"

@@ -101,11 +101,10 @@ def register_generator(mlflow, name: str, onnx_path: Path, input_nc: int, output
             signature=signature,
             input_example=example,
             pip_requirements=_requirements(),
-            registered_model_name=name,
         )
-    version = str(info.registered_model_version)
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, str(value))
+    # Registered only once the model is logged whole, with its tags in the same call: a failed
+    # upload leaves no version, and a version always carries the checkpoint that finds it again.
+    version = str(mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()}).version)
     set_alias(client, name, CHALLENGER, version)
     try:
         client.get_model_version_by_alias(name, CHAMPION)
