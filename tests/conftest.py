@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Two cores: one thread per pytest-xdist process (two of them), two when the suite runs alone.
+THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
+os.environ.setdefault("OMP_NUM_THREADS", THREADS)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -194,7 +196,7 @@ def tool_env(**extra) -> dict:
         **os.environ,
         "DVC_NO_ANALYTICS": "1",
         "MLFLOW_DISABLE_TELEMETRY": "true",
-        "OMP_NUM_THREADS": "2",
+        "OMP_NUM_THREADS": THREADS,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
