@@ -8,7 +8,8 @@ import pytest
 
 from conftest import copy_workspace, tool_env
 
-pytestmark = pytest.mark.slow
+# One group: one Prefect test harness and one workspace for the module, in one process.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flows")]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -30,6 +31,24 @@ def project(reproduced, tmp_path_factory):
     return copy_workspace(reproduced[0], tmp_path_factory.mktemp("flow-project") / "project")
 
 
+@pytest.fixture(scope="module")
+def retrained(project):
+    """The first retrain of the workspace (dvc repro is up to date; the gate crowns version 1)."""
+    from pipeline.ops.flows import retrain
+
+    return retrain(project=str(project), retries=0)
+
+
+@pytest.fixture(scope="module")
+def experiment(project, retrained):
+    """An experiment run with overrides after the first retrain: version 2, asked for an
+    improvement no model can make, so the champion stays version 1."""
+    from pipeline.ops.flows import retrain
+
+    overrides = {"train.epochs_decay": 3, "promotion.min_improvement": 1000.0}
+    return retrain(project=str(project), overrides=overrides, run_name="longer", retries=0)
+
+
 def _champion(project):
     import mlflow
 
@@ -37,10 +56,8 @@ def _champion(project):
     return client, str(client.get_model_version_by_alias("pix2pix-synthetic", "champion").version)
 
 
-def test_first_retrain_runs_the_pipeline_and_crowns_the_registered_model(project):
-    from pipeline.ops.flows import retrain
-
-    summary = retrain(project=str(project), retries=0)  # dvc repro: up to date after the shared run
+def test_first_retrain_runs_the_pipeline_and_crowns_the_registered_model(project, retrained):
+    summary = retrained
     assert summary["decision"] == "promoted"
     assert summary["model"] == {
         "name": "pix2pix-synthetic",
@@ -51,24 +68,18 @@ def test_first_retrain_runs_the_pipeline_and_crowns_the_registered_model(project
     assert _champion(project)[1] == "1"
 
 
-def test_nothing_new_is_skipped(project):
+def test_nothing_new_is_skipped(project, retrained):
     from pipeline.ops.flows import retrain
 
+    retrain(project=str(project), retries=0)  # whatever ran last, this plain run is now the last success
     summary = retrain(project=str(project), retries=0)
     assert summary["decision"] == "skipped" and "nothing new" in summary["reason"]
 
 
-def test_override_run_goes_through_the_gate(project):
+def test_override_run_goes_through_the_gate(project, experiment):
     """An experiment run with overrides registers version 2 as challenger; the gate (asked for
     an improvement no model can make) keeps version 1 as champion and says why."""
-    from pipeline.ops.flows import retrain
-
-    summary = retrain(
-        project=str(project),
-        overrides={"train.epochs_decay": 3, "promotion.min_improvement": 1000.0},
-        run_name="longer",
-        retries=0,
-    )
+    summary = experiment
     assert summary["model"]["version"] == "2" and summary["decision"] == "kept champion"
     assert "not better by at least 1000.0" in summary["reason"]
     client, champion = _champion(project)
@@ -88,7 +99,7 @@ def test_override_run_goes_through_the_gate(project):
     assert json.loads((project / "metrics/train/metrics.json").read_text())["steps"] == 2 * (1 + 3)
 
 
-def test_failed_run_never_moves_an_alias(project):
+def test_failed_run_never_moves_an_alias(project, experiment):
     from pipeline.ops.flows import retrain
 
     client, before = _champion(project)

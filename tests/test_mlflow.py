@@ -1,5 +1,6 @@
 """MLflow against a real tracking server: the pipeline's run, curves, images and registry."""
 
+import json
 import subprocess
 import sys
 
@@ -42,6 +43,10 @@ def tracked_project(server, tmp_path_factory):
     write_params(project / "params.yaml", train={"sample_every": 2})
     for stage in STAGES:
         run_stage(project, stage, MLFLOW_TRACKING_URI=server)
+    # The run of this first repro, whatever later tests train into the same experiment.
+    (project / "first_run_id").write_text(
+        json.loads((project / "models/checkpoints/mlflow_run.json").read_text())["run_id"]
+    )
     return project
 
 
@@ -49,10 +54,9 @@ def test_run_holds_params_curves_images_and_test_metrics(server, tracked_project
     from mlflow import MlflowClient
 
     client = MlflowClient(server)
-    exp = client.get_experiment_by_name("synthetic")
-    runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == 1
-    run = runs[0]
+    run = client.get_run((tracked_project / "first_run_id").read_text())
+    # One run for the repro: evaluate's metrics and export's version 1 went into the training run.
+    assert client.get_model_version("pix2pix-synthetic", "1").run_id == run.info.run_id
     assert run.data.params["train.lambda_l1"] == "100.0" and run.data.params["data.source"] == "synthetic"
     assert run.data.params["model.ngf"] == "8" and int(run.data.params["params_G"]) > 0
     for loss in ("G_GAN", "G_L1", "D_real", "D_fake", "lr", "images_per_sec"):
