@@ -174,9 +174,17 @@ class PipelineTrainConfig(TrainConfig):
 @dataclass
 class EvaluateConfig:
     grid_images: int = option(6, "test images in reports/best.png and worst.png")
+    # Here, not under train: choosing the checkpoint re-runs evaluate and export, never training.
+    keep: str = option(
+        "best",
+        "the checkpoint evaluate and export use: best (models/checkpoints/best.pt, chosen on the "
+        "smoothed validation score, train.best_metric / best_window; last.pt when training wrote none) or last",
+        ("best", "last"),
+    )
 
     def validate(self) -> EvaluateConfig:
         require(self.grid_images > 0, "evaluate.grid_images", f"got {self.grid_images}; use a positive integer")
+        check_choices(self, "evaluate")
         return self
 
 

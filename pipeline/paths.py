@@ -4,6 +4,7 @@ relative to the working directory; `P2P_PARAMS` points at another params file (t
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 RAW = Path("data/raw")
@@ -16,6 +17,17 @@ MODEL_CARD = EXPORT / "model_card.json"
 METRICS = Path("metrics")
 REPORTS = Path("reports")
 EVAL_JSON = METRICS / "eval.json"
+
+
+def kept_checkpoint(keep: str) -> Path:
+    """The checkpoint evaluate and export use (`evaluate.keep`): best.pt for `best` when training
+    wrote one, else last.pt (and, for `best`, it says why)."""
+    best, last = CHECKPOINTS / "best.pt", CHECKPOINTS / "last.pt"
+    if keep == "best":
+        if best.is_file():
+            return best
+        print(f"evaluate.keep: best, but {best} is missing (no validation split): using {last}", file=sys.stderr)
+    return last
 
 
 def params_path() -> Path:

@@ -131,7 +131,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg, train, args.out, val_data=val, callbacks=[SampleSaver(args.out / "samples")], resume=not args.no_resume
     )
     print(
-        f"training on {len(train)} pairs from {train_dir} ({trainer.device}), checkpoints in {args.out}",
+        f"training on {len(train)} pairs from {train_dir} ({trainer.device}), checkpoints in {args.out}; "
+        f"{cfg.model.netG} generator, discriminator receptive field(s) {trainer.receptive_fields_D} px",
         file=sys.stderr,
     )
     summary = trainer.fit(max_steps=args.max_steps)

@@ -24,9 +24,12 @@ __all__ = ["Config", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", 
 DIRECTIONS = ("AtoB", "BtoA")
 PREPROCESS = ("resize_and_crop", "crop", "resize", "none")
 NORMS = ("batch", "instance", "none")
+GENERATORS = ("unet", "resnet_9blocks", "resnet_6blocks")
 DISCRIMINATORS = ("patch", "pixel")
 GAN_MODES = ("vanilla", "lsgan", "hinge")
 SWITCH = ("auto", "true", "false")
+# The test and validation metrics (pix2pix/metrics.py computes them) and which way is better.
+HIGHER_IS_BETTER = {"l1": False, "psnr": True, "ssim": True}
 # Keys a pipeline params.yaml keeps in its `data` section to say where the images come from.
 # The library is handed a folder instead, so `pix2pix --config params.yaml` skips them.
 SOURCE_KEYS = ("source", "synthetic", "split", "pairs")
@@ -53,6 +56,19 @@ def check_choices(obj: Any, section: str) -> None:
         value = getattr(obj, f.name)
         if choices and value not in choices:
             raise ConfigError(f"{section}.{f.name}: got {value!r}; choose one of {', '.join(map(str, choices))}")
+
+
+def patch_receptive_fields(n_layers: int, num_D: int = 1) -> list[int]:
+    """Receptive field of one output unit of each scale of a (multi-scale) PatchGAN, in pixels of
+    the full-resolution input: 70, 141, 283 for the 70x70 PatchGAN at 1, 1/2, 1/4 resolution."""
+    rf, jump = 1, 1
+    for stride in [2] * n_layers + [1, 1]:  # 4x4 convs: n strided, then two of stride 1
+        rf += 3 * jump
+        jump *= stride
+    fields = [rf]
+    for _ in range(num_D - 1):  # back through one more 3x3 stride-2 average pooling
+        fields.append((fields[-1] - 1) * 2 + 3)
+    return fields
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -90,22 +106,43 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    netG: str = option(
+        "unet",
+        "generator: unet (the paper's; depth from crop_size) or a ResNet with 9 or 6 residual blocks "
+        "(the reference's; usually with norm: instance)",
+        GENERATORS,
+    )
     ngf: int = option(64, "generator filters in the first layer")
     ndf: int = option(64, "discriminator filters in the first layer")
     netD: str = option(
         "patch", "discriminator: patch (n_layers_D=3 -> 70x70 receptive field) or pixel (1x1)", DISCRIMINATORS
     )
     n_layers_D: int = option(3, "strided layers of the patch discriminator (3 = 70x70)")
+    num_D: int = option(
+        1, "PatchGANs at full, 1/2, 1/4 ... resolution (pix2pixHD's multi-scale discriminator); 1 = the paper's"
+    )
+    lambda_feat: float = option(
+        0.0,
+        "weight of discriminator feature matching (L1 between D's features of real and fake pairs, "
+        "pix2pixHD: 10); 0 = off",
+    )
+    spectral_norm: bool = option(False, "spectral normalisation of every discriminator convolution")
     norm: str = option("batch", "normalisation layers", NORMS)
-    dropout: float = option(0.5, "dropout in the three innermost decoder blocks; 0 disables it")
+    dropout: float = option(
+        0.5, "dropout in the three innermost U-Net decoder blocks (in every ResNet block); 0 disables it"
+    )
     init_gain: float = option(0.02, "std of the N(0, gain) weight init")
 
     def validate(self) -> ModelConfig:
         s = "model"
         check_choices(self, s)
-        for name in ("ngf", "ndf", "n_layers_D"):
+        for name in ("ngf", "ndf", "n_layers_D", "num_D"):
             v = getattr(self, name)
             require(v > 0, f"{s}.{name}", f"got {v!r}; use a positive integer")
+        require(self.lambda_feat >= 0, f"{s}.lambda_feat", f"got {self.lambda_feat!r}; use a value >= 0 (0 = off)")
+        if self.netD != "patch":
+            require(self.num_D == 1, f"{s}.num_D", f"{self.num_D} scales need netD: patch, got {self.netD}")
+            require(self.lambda_feat == 0, f"{s}.lambda_feat", f"feature matching needs netD: patch, got {self.netD}")
         require(0.0 <= self.dropout < 1.0, f"{s}.dropout", f"got {self.dropout!r}; use a value in [0, 1)")
         require(self.init_gain > 0, f"{s}.init_gain", f"got {self.init_gain!r}; use a positive number")
         return self
@@ -115,12 +152,23 @@ class ModelConfig:
 class TrainConfig:
     epochs: int = option(100, "epochs at the initial learning rate")
     epochs_decay: int = option(100, "epochs of linear decay to zero after that")
+    budget_minutes: float = option(
+        0.0,
+        "train for this much wall-clock time instead of a number of epochs: the LR stays constant for the "
+        "share epochs / (epochs + epochs_decay) of it, then decays linearly to zero at its end; 0 = off",
+    )
     batch_size: int = option(1, "pairs per step")
-    lr: float = option(2e-4, "Adam learning rate of both networks")
+    lr: float = option(2e-4, "Adam learning rate of the generator (and of the discriminator unless lr_D is set)")
+    lr_D: float | None = option(None, "Adam learning rate of the discriminator; null = lr")
     beta1: float = option(0.5, "Adam beta1")
     beta2: float = option(0.999, "Adam beta2")
     gan_mode: str = option("vanilla", "adversarial loss", GAN_MODES)
     lambda_l1: float = option(100.0, "weight of the L1 loss against the GAN loss")
+    ema: float = option(
+        0.0,
+        "decay of an exponential moving average of the generator's weights, updated after every step "
+        "and used for validation, samples and export (e.g. 0.999); 0 = off",
+    )
     seed: int = option(0, "seed of the weight init, data order, augmentation and dropout")
     device: str = option("auto", "auto (cuda, then cpu), cpu, cuda, cuda:1, ...")
     amp: str = option(
@@ -144,6 +192,12 @@ class TrainConfig:
         "DataLoader workers; auto = 0 while the decoded training set fits in memory (data.cache), "
         "else half the cores (at most 8); workers decode every item and keep no cache",
     )
+    best_metric: str = option("l1", "validation metric that chooses best.pt", tuple(HIGHER_IS_BETTER))
+    best_window: int = option(
+        3,
+        "best.pt is the checkpoint where the mean of the last N validations of best_metric was best "
+        "(one validation is a noisy sample)",
+    )
     log_every: int = option(10, "steps between loss reports to callbacks")
     sample_every: int = option(100, "steps between sample grids")
     checkpoint_every: int = option(0, "steps between checkpoints; 0 = once per epoch only")
@@ -166,14 +220,23 @@ class TrainConfig:
                 continue
             require(v >= 0, f"{s}.{name}", f"got {v!r}; use an integer >= 0")
         require(self.epochs + self.epochs_decay > 0, f"{s}.epochs", "epochs + epochs_decay must be at least 1")
-        for name in ("batch_size", "log_every", "sample_every"):
+        require(
+            self.budget_minutes >= 0,
+            f"{s}.budget_minutes",
+            f"got {self.budget_minutes!r}; use minutes > 0, or 0 for off",
+        )
+        for name in ("batch_size", "log_every", "sample_every", "best_window"):
             v = getattr(self, name)
             require(v > 0, f"{s}.{name}", f"got {v!r}; use a positive integer")
         require(self.lr > 0, f"{s}.lr", f"got {self.lr!r}; use a positive learning rate")
+        require(
+            self.lr_D is None or self.lr_D > 0, f"{s}.lr_D", f"got {self.lr_D!r}; use a positive rate, or null for lr"
+        )
         for name in ("beta1", "beta2"):
             v = getattr(self, name)
             require(0.0 <= v < 1.0, f"{s}.{name}", f"got {v!r}; use a value in [0, 1)")
         require(self.lambda_l1 >= 0, f"{s}.lambda_l1", f"got {self.lambda_l1!r}; use a value >= 0")
+        require(0.0 <= self.ema < 1.0, f"{s}.ema", f"got {self.ema!r}; use a decay in [0, 1), e.g. 0.999, or 0 for off")
         require(
             self.device == "auto" or self.device == "cpu" or self.device.startswith(("cuda", "mps")),
             f"{s}.device",
@@ -192,7 +255,23 @@ class Config:
         self.data.validate()
         self.model.validate()
         self.train.validate()
+        self._check_scales()
         return self
+
+    def _check_scales(self) -> None:
+        """Every scale of a multi-scale discriminator must see at least its receptive field."""
+        m = self.model
+        if m.netD != "patch" or m.num_D == 1:
+            return
+        own = patch_receptive_fields(m.n_layers_D, 1)[0]
+        for k in range(1, m.num_D):
+            side = self.data.crop_size // 2**k
+            require(
+                side >= own,
+                "model.num_D",
+                f"{m.num_D} scales at crop_size {self.data.crop_size}: scale {k + 1} sees {side}x{side} pixels, "
+                f"less than the discriminator's {own}x{own} receptive field; use num_D <= {k} or a smaller n_layers_D",
+            )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)

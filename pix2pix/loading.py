@@ -55,10 +55,11 @@ def in_precision(
 
 
 def generator_from_state(state: dict) -> tuple[UNetGenerator, Config]:
-    """Rebuild the generator (eval mode) from a loaded checkpoint dict."""
+    """Rebuild the generator (eval mode) from a loaded checkpoint dict: the EMA weights when the
+    run kept them (train.ema), else the trained ones."""
     cfg = Config.from_dict(state["config"])
     g = build_generator(cfg.model, cfg.data.input_nc, cfg.data.output_nc, cfg.data.crop_size)
-    g.load_state_dict(state["generator"])
+    g.load_state_dict(state.get("generator_ema", state["generator"]))
     return g.eval(), cfg
 
 

@@ -1,4 +1,5 @@
-"""Adversarial losses (vanilla, lsgan, hinge) for PatchGAN outputs, plus the weighted L1 term."""
+"""Adversarial losses (vanilla, lsgan, hinge) for PatchGAN outputs (one map, or one per scale of a
+multi-scale discriminator), the weighted L1 term and pix2pixHD's feature-matching term."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ class GANLoss:
             raise ValueError(f"unknown gan_mode {mode!r}; choose one of {', '.join(GAN_MODES)}")
         self.mode = mode
 
-    def __call__(self, pred: torch.Tensor, target_is_real: bool, for_discriminator: bool = True) -> torch.Tensor:
+    def __call__(self, pred, target_is_real: bool, for_discriminator: bool = True) -> torch.Tensor:
+        """`pred`: one output map, or a list of them (one per scale): the mean of their losses."""
+        if isinstance(pred, (list, tuple)):
+            return torch.stack([self(p, target_is_real, for_discriminator) for p in pred]).mean()
         pred = pred.float()  # keep the loss in fp32 under autocast
         if self.mode == "hinge":
             if not for_discriminator:
@@ -33,9 +37,7 @@ class GANLoss:
         return F.binary_cross_entropy_with_logits(pred, target)
 
 
-def discriminator_loss(
-    gan: GANLoss, pred_real: torch.Tensor, pred_fake: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def discriminator_loss(gan: GANLoss, pred_real, pred_fake) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, real, fake); the total is halved, as in the paper, to slow D relative to G."""
     real = gan(pred_real, True)
     fake = gan(pred_fake, False)
@@ -44,3 +46,18 @@ def discriminator_loss(
 
 def l1_loss(fake: torch.Tensor, target: torch.Tensor, weight: float) -> torch.Tensor:
     return weight * F.l1_loss(fake.float(), target.float())
+
+
+def feature_matching_loss(real_feats, fake_feats, n_layers: int, weight: float) -> torch.Tensor:
+    """pix2pixHD's discriminator feature matching: L1 between D's activations on the real and the
+    generated pair, layer by layer (each weighted 4 / (n_layers + 1)) and scale by scale (each
+    1 / num_D), times `weight`. The real activations are targets: no gradient flows into them.
+    `real_feats` / `fake_feats`: one list of activations per scale (or one list for one scale)."""
+    if real_feats and isinstance(real_feats[0], torch.Tensor):
+        real_feats, fake_feats = [real_feats], [fake_feats]
+    per_layer, per_scale = 4.0 / (n_layers + 1), 1.0 / len(real_feats)
+    total = torch.zeros((), device=fake_feats[0][0].device)
+    for real_scale, fake_scale in zip(real_feats, fake_feats, strict=True):
+        for real, fake in zip(real_scale, fake_scale, strict=True):
+            total = total + per_scale * per_layer * F.l1_loss(fake.float(), real.detach().float())
+    return weight * total

@@ -1,4 +1,6 @@
-"""Image-quality metrics on [0, 1] images: L1, PSNR and SSIM (torchmetrics)."""
+"""Image-quality metrics on [0, 1] images: L1, PSNR and SSIM (torchmetrics), and a sharpness
+ratio that needs no pretrained network: the outputs' high-frequency energy over the targets'
+(1.0 = as sharp as the real images; a blurry average scores far below 1)."""
 
 from __future__ import annotations
 
@@ -7,10 +9,10 @@ from collections.abc import Callable, Iterable
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
+from .config import HIGHER_IS_BETTER
 from .data import to_image_range
 
-# The one list of test metrics (evaluation, tags, the promotion gate) and which way is better.
-HIGHER_IS_BETTER = {"l1": False, "psnr": True, "ssim": True}
+# The one list of test metrics (evaluation, tags, the promotion gate, best.pt): pix2pix/config.py.
 METRIC_NAMES = tuple(HIGHER_IS_BETTER)
 
 
@@ -25,6 +27,18 @@ def per_image_metrics(fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch
     }
 
 
+_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def high_frequency_energy(images: torch.Tensor) -> torch.Tensor:
+    """Per image: the mean squared 3x3 Laplacian of its luminance (N x C x H x W in [0, 1])."""
+    x = images.float().clamp(0, 1)
+    if x.shape[1] == 3:
+        x = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+    kernel = _LAPLACIAN.to(x.device).view(1, 1, 3, 3)
+    return torch.nn.functional.conv2d(x, kernel).pow(2).mean(dim=(1, 2, 3))
+
+
 @torch.no_grad()
 def evaluate(
     generator: Callable[[torch.Tensor], torch.Tensor],
@@ -36,12 +50,16 @@ def evaluate(
     Returns (mean metrics, one row per image with its name and metrics).
     """
     rows: list[dict] = []
+    energy = {"fake": 0.0, "real": 0.0}
     for batch in batches:
-        fake = generator(batch["input"].to(device))
-        scores = per_image_metrics(to_image_range(fake), to_image_range(batch["target"].to(device)))
+        fake, real = to_image_range(generator(batch["input"].to(device))), to_image_range(batch["target"].to(device))
+        scores = per_image_metrics(fake, real)
+        energy["fake"] += float(high_frequency_energy(fake).sum())
+        energy["real"] += float(high_frequency_energy(real).sum())
         for i, name in enumerate(batch["name"]):
             rows.append({"name": name, **{k: float(v[i]) for k, v in scores.items()}})
     if not rows:
         raise ValueError("evaluate: no images to evaluate")
     means = {k: sum(r[k] for r in rows) / len(rows) for k in METRIC_NAMES}
+    means["sharpness"] = energy["fake"] / max(energy["real"], 1e-12)  # over the split, not a mean of ratios
     return means, rows

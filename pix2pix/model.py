@@ -1,14 +1,17 @@
 """The pix2pix model and its update: generator, discriminator, optimisers, one training step.
 
 One iteration = one discriminator update on (input, real) vs (input, G(input)), then one
-generator update on the GAN loss (fooling D) plus lambda * L1 to the target. Both networks
-use Adam and a schedule that keeps the learning rate for `epochs` and decays it linearly to
-zero over `epochs_decay` more. The loop around it (data, checkpoints, callbacks) is
-`pix2pix.train.Trainer`.
+generator update on the GAN loss (fooling D) plus lambda * L1 to the target (plus, with
+`model.lambda_feat`, pix2pixHD's matching of D's features). Both networks use Adam and a
+schedule that keeps the learning rate for `epochs` and decays it linearly to zero over
+`epochs_decay` more. With `train.ema`, an exponential moving average of G's weights is kept
+beside G and is the generator that validation, sample grids and export use. The loop around
+it (data, checkpoints, callbacks) is `pix2pix.train.Trainer`.
 """
 
 from __future__ import annotations
 
+import copy
 from contextlib import nullcontext
 from typing import Any
 
@@ -17,13 +20,14 @@ from torch import nn
 
 from .config import Config
 from .distributed import DistContext
-from .losses import GANLoss, discriminator_loss, l1_loss
+from .losses import GANLoss, discriminator_loss, feature_matching_loss, l1_loss
 from .networks import build_discriminator, build_generator
 from .performance import autocast_dtype, use_channels_last
 
 # What one training step reports, in this order: the keys of `train_step`'s result, of the
 # loss metrics sent to callbacks (MLflow, DVC metrics and plots) and of metrics/train.json.
-LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
+# G_feat only when feature matching is on (model.lambda_feat > 0).
+LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake", "G_feat")
 
 
 def linear_decay(epochs: int, epochs_decay: int):
@@ -36,8 +40,8 @@ def linear_decay(epochs: int, epochs_decay: int):
 
 
 class Pix2Pix(nn.Module):
-    """Generator `G`, discriminator `D` (its only submodules), their optimisers and
-    schedulers, and one training step."""
+    """Generator `G`, discriminator `D` and, with `train.ema`, the averaged generator `G_ema`
+    (its only submodules), their optimisers and schedulers, and one training step."""
 
     def __init__(self, cfg: Config, device: torch.device):
         super().__init__()
@@ -50,6 +54,9 @@ class Pix2Pix(nn.Module):
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         self.G = build_generator(m, d.input_nc, d.output_nc, d.crop_size).to(device, memory_format=memory_format)
         self.D = build_discriminator(m, d.input_nc, d.output_nc).to(device, memory_format=memory_format)
+        # The EMA generator: weights averaged after every G step, buffers (BatchNorm's running
+        # statistics) copied from G, always in eval mode, never trained or wrapped.
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if t.ema > 0 else None
         # What train_step calls: G and D themselves, or DDP/torch.compile wrappers of them
         # (see `accelerate`). A plain dict, so the wrappers are not registered as submodules
         # and state_dict() holds each weight once, under G. and D.
@@ -59,7 +66,8 @@ class Pix2Pix(nn.Module):
         # on CPU for the 57M parameters, ~0.15 s of every 256x256 step).
         fused = device.type in ("cpu", "cuda")
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), fused=fused)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=t.lr, betas=(t.beta1, t.beta2), fused=fused)
+        lr_d = t.lr if t.lr_D is None else t.lr_D
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=lr_d, betas=(t.beta1, t.beta2), fused=fused)
         decay = linear_decay(t.epochs, t.epochs_decay)
         self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, decay)
         self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, decay)
@@ -85,6 +93,27 @@ class Pix2Pix(nn.Module):
             run["D"] = torch.compile(run["D"])
             run["D_frozen"] = torch.compile(self.D) if ctx.enabled else run["D"]
 
+    def train(self, mode: bool = True) -> Pix2Pix:
+        super().train(mode)
+        if self.G_ema is not None:
+            self.G_ema.eval()  # an average is never trained: no dropout, BatchNorm statistics copied
+        return self
+
+    @property
+    def inference_G(self) -> nn.Module:
+        """The generator to judge and export: the EMA one when kept, else G."""
+        return self.G_ema if self.G_ema is not None else self.G
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """ema = decay * ema + (1 - decay) * G for every weight; G's buffers copied as they are."""
+        if self.G_ema is None:
+            return
+        ema, live = list(self.G_ema.parameters()), list(self.G.parameters())
+        torch._foreach_lerp_(ema, live, 1.0 - self.cfg.train.ema)
+        for ema_buffer, buffer in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
+            ema_buffer.copy_(buffer)
+
     def autocast(self):
         if self.amp_dtype is None:
             return nullcontext()
@@ -99,12 +128,16 @@ class Pix2Pix(nn.Module):
         with self.autocast():
             fake_b = run["G"](real_a)
 
+        m = self.cfg.model
+        matching = m.lambda_feat > 0
         # Discriminator: real pairs towards 1, generated pairs towards 0.
         self.D.requires_grad_(True)
         self.opt_D.zero_grad(set_to_none=True)
         with self.autocast():
             pred_fake = run["D"](torch.cat([real_a, fake_b.detach()], 1))
-            pred_real = run["D"](torch.cat([real_a, real_b], 1))
+            pred_real = run["D"](torch.cat([real_a, real_b], 1), matching)
+            if matching:  # the real pair's features: the generator's targets below
+                pred_real, real_feats = pred_real
             loss_d, loss_d_real, loss_d_fake = discriminator_loss(self.gan_loss, pred_real, pred_fake)
         self.scaler.scale(loss_d).backward()
         self.scaler.step(self.opt_D)
@@ -114,25 +147,43 @@ class Pix2Pix(nn.Module):
         self.D.requires_grad_(False)
         self.opt_G.zero_grad(set_to_none=True)
         with self.autocast():
-            pred_fake = run["D_frozen"](torch.cat([real_a, fake_b], 1))
+            pred_fake = run["D_frozen"](torch.cat([real_a, fake_b], 1), matching)
+            if matching:
+                pred_fake, fake_feats = pred_fake
             loss_g_gan = self.gan_loss(pred_fake, True, for_discriminator=False)
             loss_g_l1 = l1_loss(fake_b, real_b, self.cfg.train.lambda_l1)
-        self.scaler.scale(loss_g_gan + loss_g_l1).backward()
+            loss_g = loss_g_gan + loss_g_l1
+            if matching:
+                loss_g_feat = feature_matching_loss(real_feats, fake_feats, m.n_layers_D, m.lambda_feat)
+                loss_g = loss_g + loss_g_feat
+        self.scaler.scale(loss_g).backward()
         self.scaler.step(self.opt_G)
         self.scaler.update()
-        losses = (loss_g_gan, loss_g_l1, loss_d_real, loss_d_fake)
-        return {name: loss.detach() for name, loss in zip(LOSS_NAMES, losses, strict=True)}
+        self.update_ema()
+        losses = {"G_GAN": loss_g_gan, "G_L1": loss_g_l1, "D_real": loss_d_real, "D_fake": loss_d_fake}
+        if matching:
+            losses["G_feat"] = loss_g_feat
+        return {name: loss.detach() for name, loss in losses.items()}
 
     def schedulers_step(self) -> None:
         self.sched_G.step()
         self.sched_D.step()
+
+    def set_lr_factor(self, factor: float) -> None:
+        """Both learning rates at `factor` times their base (a time budget's schedule)."""
+        t = self.cfg.train
+        for opt, base in ((self.opt_G, t.lr), (self.opt_D, t.lr if t.lr_D is None else t.lr_D)):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
 
     @property
     def lr(self) -> float:
         return self.opt_G.param_groups[0]["lr"]
 
     def training_state(self) -> dict[str, Any]:
+        extra = {"generator_ema": self.G_ema.state_dict()} if self.G_ema is not None else {}
         return {
+            **extra,
             "generator": self.G.state_dict(),
             "discriminator": self.D.state_dict(),
             "opt_G": self.opt_G.state_dict(),
@@ -151,3 +202,5 @@ class Pix2Pix(nn.Module):
         self.sched_D.load_state_dict(state["sched_D"])
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if self.G_ema is not None:  # a run that turned EMA on when resumed starts its average at G
+            self.G_ema.load_state_dict(state.get("generator_ema", state["generator"]))

@@ -1,9 +1,11 @@
-"""pix2pix networks: the U-Net generator and the PatchGAN / PixelGAN discriminators.
+"""pix2pix networks: the U-Net and ResNet generators and the PatchGAN / PixelGAN discriminators.
 
-Architecture as in Isola et al. 2017 (appendix 6.1.1-6.1.2): 4x4 convolutions with stride 2,
-LeakyReLU(0.2) in the encoder, ReLU in the decoder, skip connections between mirrored layers,
+U-Net and PatchGAN as in Isola et al. 2017 (appendix 6.1.1-6.1.2): 4x4 convolutions with stride
+2, LeakyReLU(0.2) in the encoder, ReLU in the decoder, skip connections between mirrored layers,
 dropout in the three innermost decoder blocks, no normalisation on the first encoder layer and
-on the bottleneck, and weights drawn from N(0, 0.02).
+on the bottleneck, and weights drawn from N(0, 0.02). The ResNet generator is the reference
+repository's (Johnson et al. 2016's layout): a 7x7 stem, two stride-2 downsamplings, 6 or 9
+residual blocks with reflection padding, two transposed-convolution upsamplings, a 7x7 head.
 """
 
 from __future__ import annotations
@@ -112,6 +114,72 @@ class UNetGenerator(nn.Module):
         return x
 
 
+class ResnetBlock(nn.Module):
+    """x + (reflect-pad, 3x3 conv, norm, ReLU, [dropout], reflect-pad, 3x3 conv, norm)(x)."""
+
+    def __init__(self, channels: int, norm: str, dropout: float):
+        super().__init__()
+        make_norm, bias = norm_layer(norm), _conv_bias(norm)
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3, bias=bias),
+            make_norm(channels),
+            nn.ReLU(True),
+        ]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), make_norm(channels)]
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """ResNet generator (the reference's `resnet_9blocks` / `resnet_6blocks`): fully
+    convolutional, any height and width that is a multiple of 4 (two stride-2 layers)."""
+
+    multiple = 4
+
+    def __init__(
+        self,
+        input_nc: int = 3,
+        output_nc: int = 3,
+        ngf: int = 64,
+        n_blocks: int = 9,
+        norm: str = "instance",
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        make_norm, bias = norm_layer(norm), _conv_bias(norm)
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(input_nc, ngf, 7, bias=bias),
+            make_norm(ngf),
+            nn.ReLU(True),
+        ]
+        for i in range(2):  # downsampling
+            mult = 2**i
+            layers += [
+                nn.Conv2d(ngf * mult, ngf * mult * 2, 3, 2, 1, bias=bias),
+                make_norm(ngf * mult * 2),
+                nn.ReLU(True),
+            ]
+        layers += [ResnetBlock(ngf * 4, norm, dropout) for _ in range(n_blocks)]
+        for i in range(2):  # upsampling
+            mult = 2 ** (2 - i)
+            layers += [
+                nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, 2, 1, output_padding=1, bias=bias),
+                make_norm(ngf * mult // 2),
+                nn.ReLU(True),
+            ]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
 class PatchDiscriminator(nn.Module):
     """PatchGAN: classifies each overlapping N x N patch of the (input, output) pair.
 
@@ -135,8 +203,41 @@ class PatchDiscriminator(nn.Module):
         layers.append(nn.Conv2d(ndf * mult, 1, 4, 1, 1))
         self.model = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+    def forward(self, x: torch.Tensor, with_features: bool = False):
+        """The output map; with `with_features`, (output, the activations after each LeakyReLU):
+        what feature matching compares. An argument of forward, so DDP and compile pass it on."""
+        if not with_features:
+            return self.model(x)
+        feats = []
+        for layer in self.model:
+            x = layer(x)
+            if isinstance(layer, nn.LeakyReLU):
+                feats.append(x)
+        return x, feats
+
+
+class MultiscaleDiscriminator(nn.Module):
+    """pix2pixHD's discriminator: `num_D` PatchGANs of the same shape, the k-th judging the pair
+    downsampled k times (3x3 average pooling, stride 2), so coarse scales see global structure
+    and the finest sees texture. Returns one output map per scale, finest first."""
+
+    def __init__(self, input_nc: int, ndf: int = 64, n_layers: int = 3, norm: str = "batch", num_D: int = 2):
+        super().__init__()
+        self.scales = nn.ModuleList(PatchDiscriminator(input_nc, ndf, n_layers, norm) for _ in range(num_D))
+        self.downsample = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+
+    def _inputs(self, x: torch.Tensor):
+        for i, d in enumerate(self.scales):
+            yield d, x
+            if i < len(self.scales) - 1:
+                x = self.downsample(x)
+
+    def forward(self, x: torch.Tensor, with_features: bool = False):
+        """One output map per scale; with `with_features`, (outputs, one feature list per scale)."""
+        if not with_features:
+            return [d(xi) for d, xi in self._inputs(x)]
+        outs, feats = zip(*(d(xi, True) for d, xi in self._inputs(x)), strict=True)
+        return list(outs), list(feats)
 
 
 class PixelDiscriminator(nn.Module):
@@ -171,8 +272,15 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
     return net
 
 
-def build_generator(cfg: ModelConfig, input_nc: int, output_nc: int, crop_size: int) -> UNetGenerator:
-    g = UNetGenerator(input_nc, output_nc, cfg.ngf, unet_depth(crop_size), cfg.norm, cfg.dropout)
+RESNET_BLOCKS = {"resnet_9blocks": 9, "resnet_6blocks": 6}
+
+
+def build_generator(cfg: ModelConfig, input_nc: int, output_nc: int, crop_size: int) -> nn.Module:
+    """`model.netG`: the U-Net (depth from the crop size) or a ResNet generator."""
+    if cfg.netG in RESNET_BLOCKS:
+        g: nn.Module = ResnetGenerator(input_nc, output_nc, cfg.ngf, RESNET_BLOCKS[cfg.netG], cfg.norm, cfg.dropout)
+    else:
+        g = UNetGenerator(input_nc, output_nc, cfg.ngf, unet_depth(crop_size), cfg.norm, cfg.dropout)
     return init_weights(g, cfg.init_gain)
 
 
@@ -181,9 +289,16 @@ def build_discriminator(cfg: ModelConfig, input_nc: int, output_nc: int) -> nn.M
     channels = input_nc + output_nc
     if cfg.netD == "pixel":
         d: nn.Module = PixelDiscriminator(channels, cfg.ndf, cfg.norm)
+    elif cfg.num_D > 1:
+        d = MultiscaleDiscriminator(channels, cfg.ndf, cfg.n_layers_D, cfg.norm, cfg.num_D)
     else:
         d = PatchDiscriminator(channels, cfg.ndf, cfg.n_layers_D, cfg.norm)
-    return init_weights(d, cfg.init_gain)
+    d = init_weights(d, cfg.init_gain)
+    if cfg.spectral_norm:  # after the init: it reparametrises the initialised weights
+        for m in list(d.modules()):
+            if isinstance(m, nn.Conv2d):
+                nn.utils.parametrizations.spectral_norm(m)
+    return d
 
 
 def count_parameters(net: nn.Module) -> int:

@@ -1,15 +1,14 @@
 """Training: the loop around the pix2pix update (`pix2pix.model.Pix2Pix`).
 
 `Trainer.fit` runs epochs of steps over a deterministic, resumable data order, reports to
-callbacks, validates after each epoch and keeps `out_dir/last.pt` as the exact resume point.
+callbacks, validates after each epoch and keeps `out_dir/last.pt` as the exact resume point and
+`out_dir/best.pt` as the state where the smoothed validation score was best.
 """
 
 from __future__ import annotations
 
 import math
-import signal
 import sys
-import threading
 import time
 from collections.abc import Iterable
 from enum import Enum
@@ -19,17 +18,20 @@ from typing import Any
 import torch
 
 from . import distributed
+from .budget import TimeBudget
 from .callbacks import Callback, CallbackList
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Config
+from .config import Config, patch_receptive_fields
 from .data import EpochSampler, PairedDataset, collate, iter_batches, loader_workers, training_loader
 from .distributed import select_device
-from .errors import CheckpointError, TrainingDiverged
+from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .grid import comparison_grid
 from .metrics import evaluate
 from .model import LOSS_NAMES, Pix2Pix, linear_decay
 from .networks import count_parameters
 from .performance import configure_backends, flush_denormals, retain_freed_memory
+from .runstate import StopRequest, rng_state, set_rng_state, with_defaults
+from .selection import BestSelector
 
 __all__ = ["LOSS_NAMES", "Pix2Pix", "Status", "Trainer", "TrainingDiverged", "linear_decay", "select_device"]
 
@@ -40,44 +42,6 @@ class Status(str, Enum):
     FINISHED = "finished"
     STOPPED = "stopped"
     INTERRUPTED = "interrupted"
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-class _StopRequest:
-    """Turns SIGINT/SIGTERM into a flag the loop checks after each step (main thread only)."""
-
-    def __init__(self):
-        self.signal: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signal is not None:  # a second signal: stop now
-            raise KeyboardInterrupt
-        self.signal = signum
-        print(f"\nreceived {signal.Signals(signum).name}: finishing this step and saving a checkpoint", file=sys.stderr)
-
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        return False
 
 
 class Trainer:
@@ -137,6 +101,8 @@ class Trainer:
         self.epoch, self.batches_done, self.step = 0, 0, 0
         self.last_losses: dict[str, torch.Tensor] = {}  # of the latest step, named as LOSS_NAMES
         self.resumed_from: int | None = None  # the step last.pt was restored at, if it was
+        self.selector = BestSelector(cfg.train.best_metric, cfg.train.best_window)  # chooses best.pt
+        self.budget = TimeBudget(cfg.train.budget_minutes, cfg.train.epochs, cfg.train.epochs_decay)
         # fit()'s bookkeeping: the step it stops at, the images/s window, the progress bar.
         self._target = self.total_steps
         self._window_start, self._window_images = 0.0, 0
@@ -170,6 +136,16 @@ class Trainer:
     def last_checkpoint(self) -> Path:
         return self.out_dir / "last.pt"
 
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.out_dir / "best.pt"
+
+    @property
+    def receptive_fields_D(self) -> list[int]:
+        """What one output unit of each discriminator scale sees, in input pixels (finest first)."""
+        m = self.cfg.model
+        return patch_receptive_fields(m.n_layers_D, m.num_D) if m.netD == "patch" else [1]
+
     # -- checkpoints -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -179,6 +155,8 @@ class Trainer:
             "batches_done": self.batches_done,
             "step": self.step,
             "rng": rng_state(),
+            "selection": self.selector.state_dict(),
+            "budget_elapsed_s": self.budget.elapsed(),
             "format": 1,
         }
 
@@ -194,7 +172,7 @@ class Trainer:
 
     def resume_from(self, path: Path) -> None:
         state = load_checkpoint(path, map_location=self.device)
-        saved = state["config"]
+        saved = with_defaults(state["config"])
         for section in ("data", "model"):
             if saved.get(section) != self.cfg.to_dict()[section]:
                 raise CheckpointError(
@@ -204,6 +182,9 @@ class Trainer:
         self.model.load_training_state(state)
         self.epoch, self.batches_done, self.step = state["epoch"], state["batches_done"], state["step"]
         self.resumed_from = self.step
+        if "selection" in state:
+            self.selector.load_state_dict(state["selection"])
+        self.budget.spent_before = state.get("budget_elapsed_s", 0.0)
         set_rng_state(state["rng"])
 
     def _rotate_epoch_checkpoint(self) -> None:
@@ -217,19 +198,20 @@ class Trainer:
 
     # -- reporting ---------------------------------------------------------------------
     def sample_grid(self) -> torch.Tensor:
-        return comparison_grid(self.model.G, self.sample_batch, self.device)
+        return comparison_grid(self.model.inference_G, self.sample_batch, self.device)
 
     def validate(self) -> dict[str, float]:
         if self.val_data is None or not self.dist.is_main:
             return {}
         batches = iter_batches(self.val_data, range(min(self.val_images, len(self.val_data))))
-        g = self.model.G
+        g = self.model.inference_G  # the EMA generator when kept: what export will ship
+        was_training = g.training
         g.eval()
         try:
             with self.model.autocast():  # the precision training runs in
                 means, _ = evaluate(g, batches, self.device)
         finally:
-            g.train()
+            g.train(was_training)
         return {f"val_{k}": v for k, v in means.items()}
 
     def _check_finite(self) -> None:
@@ -248,22 +230,25 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------
     @property
-    def total_steps(self) -> int:
-        return self.total_epochs * self.steps_per_epoch
+    def total_steps(self) -> int | None:
+        """Steps of the whole schedule; None under a time budget (the clock ends the run)."""
+        return None if self.budget.enabled else self.total_epochs * self.steps_per_epoch
 
     def fit(self, max_steps: int | None = None) -> dict[str, Any]:
         """Train to the end of the schedule (or `max_steps` global steps); returns a summary.
 
         Whatever the ending (finished, stopped at max_steps, SIGINT/SIGTERM), `last.pt` is
         written last and the callbacks see `on_train_end` once."""
-        target = self.total_steps if max_steps is None else min(max_steps, self.total_steps)
+        target = self.total_steps or math.inf
+        target = target if max_steps is None else min(max_steps, target)
         self._target = target
+        self.budget.start()
         self._window_start, self._window_images = time.perf_counter(), 0
         start_step = self.step
         self._announce_start()
         self._bar = self._progress_bar()
         self.model.train()
-        with _StopRequest() as stop:
+        with StopRequest() as stop:
             status = self._train_until(target, stop)
             self.save()
         self._bar.close()
@@ -277,6 +262,7 @@ class Trainer:
                 "device": str(self.device),
                 "amp_dtype": str(self.model.amp_dtype).replace("torch.", "") if self.model.amp_dtype else "float32",
                 "params_G": count_parameters(self.model.G),
+                "receptive_fields_D": self.receptive_fields_D,
                 "params_D": count_parameters(self.model.D),
                 "train_size": len(self.train_data),
                 "val_size": len(self.val_data) if self.val_data is not None else 0,
@@ -286,26 +272,45 @@ class Trainer:
             }
         )
 
-    def _train_until(self, target: int, stop: _StopRequest) -> Status:
-        """Epochs of steps until the schedule ends, `target` is reached or a stop is asked."""
-        while self.epoch < self.total_epochs and self.step < target:
-            if self._run_epoch(target, stop):
+    def _train_until(self, target: float, stop: StopRequest) -> Status:
+        """Epochs of steps until the schedule (or the time budget) ends, `target` is reached or a
+        stop is asked."""
+        while (self.budget.enabled or self.epoch < self.total_epochs) and self.step < target:
+            ended = self._run_epoch(target, stop)
+            if ended == "stop":
                 return Status.INTERRUPTED
+            if ended == "budget":  # the clock ran out mid-epoch: fully decayed, validated, checkpointed
+                self.model.set_lr_factor(0.0)
+                self._end_epoch()
+                return Status.FINISHED
             if self.batches_done < self.steps_per_epoch:  # reached `target` mid-epoch
                 break
             self._end_epoch()
-        return Status.FINISHED if self.step >= self.total_steps else Status.STOPPED
+        return Status.FINISHED if self.total_steps is not None and self.step >= self.total_steps else Status.STOPPED
 
-    def _run_epoch(self, target: int, stop: _StopRequest) -> bool:
-        """The rest of the current epoch's steps (up to `target`); True when asked to stop."""
+    def _run_epoch(self, target: float, stop: StopRequest) -> str | None:
+        """The rest of the current epoch's steps (up to `target`); "stop" when asked to stop,
+        "budget" when the time budget is spent (every rank agrees on both)."""
         self.sampler.set_epoch(self.epoch, start=self.batches_done * self.cfg.train.batch_size)
         for batch in self.loader:
+            if self.budget.enabled:  # checked before each step: a resumed, spent budget trains no more
+                if distributed.any_rank(self.budget.spent(), self.dist, self.device):
+                    self._refuse_a_budget_shorter_than_a_step()
+                    return "budget"
+                self.model.set_lr_factor(self.budget.lr_factor())
             self._step(batch)
             if distributed.any_rank(stop.signal is not None, self.dist, self.device):
-                return True
+                return "stop"
             if self.step >= target:
                 break
-        return False
+        return None
+
+    def _refuse_a_budget_shorter_than_a_step(self) -> None:
+        if self.step <= 1 and self.resumed_from is None:  # spent before or by the first step
+            raise ConfigError(
+                f"train.budget_minutes: {self.cfg.train.budget_minutes:g} min is shorter than one training step here "
+                f"({self.budget.elapsed():.1f} s); give the run at least a few minutes, or train by epochs (0)"
+            )
 
     def _step(self, batch: dict) -> None:
         """One update, then whatever is due: a report, a sample grid, a checkpoint."""
@@ -335,17 +340,27 @@ class Trainer:
         self._window_start, self._window_images = time.perf_counter(), 0
 
     def _end_epoch(self) -> None:
-        """Decay the LR, validate, report, checkpoint (last.pt and the rotated epoch file)."""
+        """Decay the LR, validate, report, checkpoint (last.pt, best.pt when this validation's
+        window is the best so far, and the rotated epoch file)."""
         self.epoch += 1
         self.batches_done = 0
-        self.model.schedulers_step()
+        if not self.budget.enabled:  # under a budget the clock sets the rate, step by step
+            self.model.schedulers_step()
         metrics = self.validate()
         self.callbacks.on_epoch_end(self.epoch, self.step, metrics)
         if self.dist.is_main and self._bar.disable:
             losses = {k: float(v) for k, v in self.last_losses.items()}
             shown = " ".join(f"{k}={v:.4g}" for k, v in {**losses, **metrics}.items())
-            print(f"epoch {self.epoch}/{self.total_epochs} step {self.step}: {shown}", file=sys.stderr, flush=True)
-        self.save()
+            of = (
+                f"{self.budget.elapsed() / 60:.1f}/{self.budget.seconds / 60:g} min"
+                if self.budget.enabled
+                else self.total_epochs
+            )
+            print(f"epoch {self.epoch}/{of} step {self.step}: {shown}", file=sys.stderr, flush=True)
+        best = self.dist.is_main and self.selector.offer(self.step, self.epoch, metrics)
+        self.save()  # last.pt knows this validation too: a resume judges the next one the same way
+        if best:
+            self.save(self.best_checkpoint)
         self._rotate_epoch_checkpoint()
 
     def _finish(self, status: Status, start_step: int) -> dict[str, Any]:

@@ -16,7 +16,14 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def project(reproduced, tmp_path_factory):
+    """A copy of the reproduced workspace that the tests here only read (and `dvc repro` no-ops)."""
     return copy_workspace(reproduced[0], tmp_path_factory.mktemp("e2e") / "project")
+
+
+@pytest.fixture
+def own_project(reproduced, tmp_path):
+    """A copy for one test that changes it (params, code, experiments): no other test sees it."""
+    return copy_workspace(reproduced[0], tmp_path / "project")
 
 
 def _commit(project, message):
@@ -118,6 +125,7 @@ def test_metrics_and_params_commands(project):
         "val_l1",
         "val_psnr",
         "val_ssim",
+        "val_sharpness",
     }
     assert {p.rsplit("/", 1)[-1].removesuffix(".tsv") for p in plots} == quantities  # one plot each
     # Offline rendering to PNG (dvc's own HTML needs a CDN).
@@ -145,7 +153,8 @@ def _exp_metrics(shown: list, name: str) -> dict:
     raise AssertionError(f"no experiment {name}: {json.dumps(shown)[:500]}")
 
 
-def test_changing_a_train_param_reruns_only_train_evaluate_export(project):
+def test_changing_a_train_param_reruns_only_train_evaluate_export(own_project):
+    project = own_project
     _commit(project, "the default run, its lock and metrics")
     r = dvc(project, "exp", "run", "-S", "train.epochs_decay=2", "-n", "longer")
     assert (
@@ -166,7 +175,8 @@ def test_changing_a_train_param_reruns_only_train_evaluate_export(project):
     assert "train.epochs_decay" in dvc(project, "params", "diff", "HEAD").stdout
 
 
-def test_editing_a_preset_or_any_imported_module_reruns_its_stages(project):
+def test_editing_a_preset_or_any_imported_module_reruns_its_stages(own_project):
+    project = own_project
     presets = project / "pipeline/presets.py"
     presets.write_text(presets.read_text() + "\n# edited\n")
     status = dvc(project, "status", "--json")
@@ -202,7 +212,8 @@ def _checkpoint_of_this_run(project, epochs: int) -> bool:
         return False
 
 
-def test_a_killed_training_resumes_on_the_next_repro(project):
+def test_a_killed_training_resumes_on_the_next_repro(own_project):
+    project = own_project
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["train"].update(epochs=25, epochs_decay=0, checkpoint_every=2)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

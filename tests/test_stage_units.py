@@ -17,7 +17,8 @@ from conftest import write_params
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    """data/raw, data/pairs and models/checkpoints/last.pt of a tiny project, made in process."""
+    """data/raw, data/pairs and models/checkpoints/{last,best}.pt of a tiny project, made in process
+    (2 epochs of 2 steps, validated after each)."""
     from pipeline.config import load_config
     from pipeline.data.manifest import read_manifest, split_pairs
     from pipeline.paths import CHECKPOINTS
@@ -32,7 +33,8 @@ def workspace(tmp_path_factory) -> Path:
         split.main()
         cfg = load_config().library()
         train = PairedDataset(split_pairs(read_manifest(), "train"), cfg.data)
-        Trainer(cfg, train, CHECKPOINTS, progress=False).fit(max_steps=2)
+        val = PairedDataset(split_pairs(read_manifest(), "val"), cfg.data, train=False)
+        Trainer(cfg, train, CHECKPOINTS, val_data=val, progress=False).fit()
     return root
 
 
@@ -51,19 +53,32 @@ def test_evaluate_writes_metrics_baselines_and_reports(workspace, monkeypatch, c
     from pipeline.stages import evaluate
 
     monkeypatch.chdir(workspace)
+    (workspace / "models/checkpoints/mlflow_run.json").unlink(missing_ok=True)  # untracked training
     evaluate.main()
     result = json.loads((workspace / "metrics/eval.json").read_text())
     assert result["split"] == "test" and result["count"] == 3  # write_params: 3 synthetic test pairs
+    assert result["checkpoint"] == "best.pt" and result["checkpoint_step"] in (2, 4)  # evaluate.keep: best
+    assert result["sharpness"] > 0 and result["baseline_sharpness"] < result["input_baseline_sharpness"]
     for name in ("l1", "psnr", "ssim"):
         assert {name, f"baseline_{name}", f"input_baseline_{name}"} <= set(result)
     assert 0 < result["l1"] < 2 and 0 < result["baseline_l1"] < 2
-    assert result["l1_reduction_vs_baseline"] == round(1 - result["l1"] / result["baseline_l1"], 4)
+    assert result["l1_reduction_vs_baseline"] == pytest.approx(1 - result["l1"] / result["baseline_l1"], abs=1e-3)
     with open(workspace / "reports/eval_per_image.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3 and [float(r["l1"]) for r in rows] == sorted(float(r["l1"]) for r in rows)
     for grid in ("best.png", "worst.png"):
         assert (workspace / "reports" / grid).stat().st_size > 0
     assert "not logging to MLflow" in capsys.readouterr().err  # untracked training: said once, goes on
+
+
+def test_keep_last_or_a_missing_best_pt_uses_last_pt(workspace, monkeypatch, capsys):
+    from pipeline.paths import kept_checkpoint
+
+    monkeypatch.chdir(workspace)
+    assert kept_checkpoint("last").name == "last.pt" and kept_checkpoint("best").name == "best.pt"
+    monkeypatch.chdir(workspace / "data")  # no models/checkpoints/best.pt from here
+    assert kept_checkpoint("best").name == "last.pt"
+    assert "evaluate.keep: best, but models/checkpoints/best.pt is missing" in capsys.readouterr().err
 
 
 def test_the_baselines_score_what_they_claim(workspace):
@@ -91,7 +106,10 @@ def test_export_writes_files_and_a_model_card_without_tracking(workspace, monkey
     assert set(card["files"]) == {"generator", "torchscript", "onnx"}
     assert all(Path(workspace, p).is_file() for p in card["files"].values())
     assert max(card["parity_max_abs_diff"].values()) < 1e-3
-    assert card["trained_steps"] == 2 and len(card["data_fingerprint"]) == 64
+    kept = card["kept"]
+    assert kept["checkpoint"] == "best.pt" and card["trained_steps"] == kept["step"] == kept["best"]["step"]
+    assert kept["best"]["metric"] == "l1" and set(kept["best"]["means"]) >= {"val_l1", "val_ssim"}
+    assert len(card["data_fingerprint"]) == 64 and card["model"].startswith("pix2pix generator (unet")
     assert card["registered_model"] is None  # nothing to register into without a run
 
 

@@ -144,7 +144,7 @@ def test_callbacks_receive_losses_metrics_and_grids(tmp_path, synthetic_root):
     assert [s for s, _ in rec.steps] == [1, 2, 3, 4, 5, 6]
     assert set(rec.steps[0][1]) == {"G_GAN", "G_L1", "D_real", "D_fake", "lr", "images_per_sec"}
     assert [(e, s) for e, s, _ in rec.epochs] == [(1, 3), (2, 6)]
-    assert set(rec.epochs[0][2]) == {"val_l1", "val_psnr", "val_ssim"}
+    assert set(rec.epochs[0][2]) == {"val_l1", "val_psnr", "val_ssim", "val_sharpness"}
     assert [s for s, _ in rec.samples] == [2, 4, 6, 6]
     grid = rec.samples[0][1]
     assert grid.shape[0] == 3 and 0 <= float(grid.min()) and float(grid.max()) <= 1

@@ -1,6 +1,7 @@
-"""Stage 4: test-split metrics of the trained generator.
+"""Stage 4: test-split metrics of the trained generator (the checkpoint `evaluate.keep` names).
 
-Writes metrics/eval.json (L1, PSNR, SSIM, and the same for two trivial baselines: one that
+Writes metrics/eval.json (L1, PSNR, SSIM, the sharpness ratio - the outputs' high-frequency
+energy over the targets', 1.0 = as sharp as real images - and the same for two trivial baselines: one that
 always outputs the mean training target, one that returns its input unchanged - the bar for
 colorization, super-resolution and denoising), reports/eval_per_image.csv, and reports/best.png /
 reports/worst.png (rows: input, output, target) for the lowest- and highest-L1 test images.
@@ -14,16 +15,17 @@ import pandas as pd
 import torch
 from torchvision.utils import save_image
 
+from pix2pix.checkpoint import load_checkpoint
 from pix2pix.data import PairedDataset, collate, iter_batches, to_image_range
 from pix2pix.distributed import select_device
 from pix2pix.files import atomic_write_text
 from pix2pix.grid import comparison_grid
-from pix2pix.loading import generator_from_checkpoint, in_precision
-from pix2pix.metrics import METRIC_NAMES, evaluate, per_image_metrics
+from pix2pix.loading import generator_from_state, in_precision
+from pix2pix.metrics import METRIC_NAMES, evaluate, high_frequency_energy, per_image_metrics
 
 from ..config import load_config
 from ..data.manifest import held_out_split, read_manifest, split_pairs
-from ..paths import CHECKPOINTS, EVAL_JSON, METRICS, REPORTS
+from ..paths import EVAL_JSON, METRICS, REPORTS, kept_checkpoint
 from ..stage import StageError, run_stage
 from ..tracking.run import shared_run, warn_tracking
 
@@ -51,12 +53,16 @@ def identity(batch: dict) -> torch.Tensor:
 def baseline_metrics(predict, test: PairedDataset) -> dict[str, float]:
     """Mean metrics on `test` of `predict(batch) -> output batch` (a trivial baseline)."""
     sums = dict.fromkeys(METRIC_NAMES, 0.0)
+    energy = {"fake": 0.0, "real": 0.0}
     for batch in iter_batches(test):
-        fake = predict(batch).expand_as(batch["target"])
-        scores = per_image_metrics(to_image_range(fake), to_image_range(batch["target"]))
+        fake, real = to_image_range(predict(batch).expand_as(batch["target"])), to_image_range(batch["target"])
+        scores = per_image_metrics(fake, real)
         for k in METRIC_NAMES:
             sums[k] += float(scores[k].sum())
-    return {k: v / len(test) for k, v in sums.items()}
+        energy["fake"] += float(high_frequency_energy(fake).sum())
+        energy["real"] += float(high_frequency_energy(real).sum())
+    means = {k: v / len(test) for k, v in sums.items()}
+    return {**means, "sharpness": energy["fake"] / max(energy["real"], 1e-12)}
 
 
 def save_grid(g, ds: PairedDataset, indices, path, device) -> None:
@@ -68,7 +74,10 @@ def main() -> None:
     config = load_config()
     grid_images = config.evaluate.grid_images
     device = select_device(config.train.device)
-    g, cfg = generator_from_checkpoint(CHECKPOINTS / "last.pt", device)
+    checkpoint = kept_checkpoint(config.evaluate.keep)
+    state = load_checkpoint(checkpoint, map_location=device)
+    g, cfg = generator_from_state(state)
+    g = g.to(device)
     g = in_precision(g, config.train.amp, device)  # bf16 where training used it (train.amp)
     manifest = read_manifest()
     split = held_out_split(manifest)
@@ -84,6 +93,8 @@ def main() -> None:
     result = {
         "split": split,
         "count": len(rows),
+        "checkpoint": checkpoint.name,  # evaluate.keep's choice, and the step it was written at
+        "checkpoint_step": state.get("step", 0),
         **{k: round(v, 5) for k, v in means.items()},
         **{f"baseline_{k}": round(v, 5) for k, v in baseline.items()},
         "l1_reduction_vs_baseline": round(1 - means["l1"] / baseline["l1"], 4),
@@ -103,6 +114,7 @@ def main() -> None:
         if mlflow is not None:
             try:
                 mlflow.log_metrics({f"test_{k}": v for k, v in result.items() if isinstance(v, (int, float))})
+                mlflow.set_tag("evaluated_checkpoint", checkpoint.name)
                 for path in (EVAL_JSON, PER_IMAGE, REPORTS / "best.png", REPORTS / "worst.png"):
                     mlflow.log_artifact(str(path), "eval")
             except Exception as e:  # noqa: BLE001 - metrics are on disk either way

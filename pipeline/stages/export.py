@@ -8,12 +8,13 @@ import platform
 
 import torch
 
+from pix2pix.checkpoint import load_checkpoint
 from pix2pix.export import export_generator
 from pix2pix.files import atomic_write_text
 
 from ..config import load_config
 from ..data.manifest import data_fingerprint
-from ..paths import CHECKPOINTS, EVAL_JSON, EXPORT, MANIFEST, MODEL_CARD
+from ..paths import EVAL_JSON, EXPORT, MANIFEST, MODEL_CARD, kept_checkpoint
 from ..stage import run_stage
 from ..tracking.registry import register_export
 
@@ -21,9 +22,11 @@ from ..tracking.registry import register_export
 def main() -> None:
     config = load_config()
     formats = tuple(config.export.formats)
-    report = export_generator(CHECKPOINTS / "last.pt", EXPORT, formats=formats)
+    checkpoint = kept_checkpoint(config.evaluate.keep)
+    selection = load_checkpoint(checkpoint).get("selection") or {}
+    report = export_generator(checkpoint, EXPORT, formats=formats)
     card = {
-        "model": "pix2pix U-Net generator (Isola et al. 2017)",
+        "model": f"pix2pix generator ({report['config']['model']['netG']}; Isola et al. 2017)",
         "files": {
             k: v["path"] if isinstance(v, dict) else v
             for k, v in report.items()
@@ -36,6 +39,13 @@ def main() -> None:
             "size_multiple": report["multiple"],
         },
         "trained_steps": report["step"],
+        # Which checkpoint this is (evaluate.keep) and, for best.pt, the validations that chose it.
+        "kept": {
+            "checkpoint": checkpoint.name,
+            "path": str(checkpoint),
+            "step": report["step"],
+            "best": selection.get("best"),
+        },
         "data_fingerprint": data_fingerprint(MANIFEST),
         "eval": json.loads(EVAL_JSON.read_text()) if EVAL_JSON.is_file() else None,
         "params": report["config"],

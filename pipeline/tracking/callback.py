@@ -87,6 +87,7 @@ class MlflowCallback(Callback):
                 "params_G": info["params_G"],
                 "params_D": info["params_D"],
                 "train_size": info["train_size"],
+                "receptive_fields_D": info["receptive_fields_D"],
                 "val_size": info["val_size"],
             },
         )

@@ -118,11 +118,20 @@ def register_export(config: PipelineConfig, card: dict) -> dict | None:
     in the training run or the run standing in for it; returns the name, version and store,
     or None when tracking is unavailable (the exported files stay valid either way)."""
     name = model_name(config.data.source)
+    kept = card.get("kept") or {
+        "checkpoint": "last.pt",
+        "path": str(CHECKPOINTS / "last.pt"),
+        "step": card["trained_steps"],
+    }
     tags = {
         "data_fingerprint": card["data_fingerprint"],
-        "checkpoint_sha256": sha256(CHECKPOINTS / "last.pt"),
+        "checkpoint_sha256": sha256(Path(kept["path"])),
+        "kept_checkpoint": kept["checkpoint"],
+        "kept_step": kept["step"],
         **git_info(project_root()),
     }
+    best = kept.get("best") or {}
+    tags.update({f"kept_{k}": f"{v:.6g}" for k, v in (best.get("means") or {}).items()})  # the choosing window's means
     tags.update({f"test_{k}": v for k, v in (card["eval"] or {}).items() if k in METRIC_NAMES})
     data = card["params"]["data"]
     with shared_run(config) as mlflow:
