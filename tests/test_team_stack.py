@@ -172,7 +172,10 @@ class Stack:
 
     def workspace(self, name: str, **params) -> Path:
         """A tiny project, git-committed, whose default DVC remote is the stack's bucket."""
-        project = make_project(self.root / name, **params)
+        return self.connect(make_project(self.root / name, **params))
+
+    def connect(self, project: Path) -> Path:
+        """`stack connect`: the bucket becomes the workspace's default DVC remote."""
         r = subprocess.run(
             [sys.executable, "-m", "pipeline.ops.stack", "connect", "--project", str(project)],
             env=self.client_env(),
@@ -370,21 +373,15 @@ def test_a_workspace_reproduced_alone_moves_to_the_stack_without_retraining(stac
     COMPLETED; the checkpoint is the one trained locally."""
     from pipeline.data.hashing import sha256
 
-    local = copy_workspace(reproduced[0], stack.root / "ws-local")
+    local = stack.connect(copy_workspace(reproduced[0], stack.root / "ws-local"))
     trained_run = json.loads((local / "models/checkpoints/mlflow_run.json").read_text())["run_id"]
-    checkpoint = sha256(local / "models/checkpoints/last.pt")
-    r = subprocess.run(
-        [sys.executable, "-m", "pipeline.ops.stack", "connect", "--project", str(local)],
-        env=stack.client_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
+    last = sha256(local / "models/checkpoints/last.pt")
+    kept = json.loads((local / "models/export/model_card.json").read_text())["kept"]  # the exported checkpoint
+    checkpoint = sha256(local / kept["path"])
     stack.deploy(local, "ws-local")
     run = stack.wait_final(stack.trigger("ws-local"))
     assert run["state_type"] == "COMPLETED", f"{run['state']['message']}\n{stack.logs()}"
-    assert sha256(local / "models/checkpoints/last.pt") == checkpoint  # not retrained
+    assert sha256(local / "models/checkpoints/last.pt") == last  # not retrained
     client = stack.mlflow_client()
     moved = [
         v for v in client.search_model_versions(f"name = '{MODEL}'") if v.tags.get("checkpoint_sha256") == checkpoint
