@@ -181,6 +181,11 @@ class EvaluateConfig:
         "smoothed validation score, train.best_metric / best_window; last.pt when training wrote none) or last",
         ("best", "last"),
     )
+    fid_weights: str = option(
+        "",
+        "FID/KID Inception weights: a file, empty = torch's hub cache (where torch-fidelity keeps them), "
+        "or download (online); without them FID/KID are skipped with one line saying where it looked",
+    )
 
     def validate(self) -> EvaluateConfig:
         require(self.grid_images > 0, "evaluate.grid_images", f"got {self.grid_images}; use a positive integer")

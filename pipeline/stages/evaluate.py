@@ -10,6 +10,7 @@ reports/worst.png (rows: input, output, target) for the lowest- and highest-L1 t
 from __future__ import annotations
 
 import json
+import sys
 
 import pandas as pd
 import torch
@@ -18,6 +19,7 @@ from torchvision.utils import save_image
 from pix2pix.checkpoint import load_checkpoint
 from pix2pix.data import PairedDataset, collate, iter_batches, to_image_range
 from pix2pix.distributed import select_device
+from pix2pix.fid import WEIGHTS_FILE, InceptionDistances, find_weights, looked_in
 from pix2pix.files import atomic_write_text
 from pix2pix.grid import comparison_grid
 from pix2pix.loading import generator_from_state, in_precision
@@ -65,6 +67,22 @@ def baseline_metrics(predict, test: PairedDataset) -> dict[str, float]:
     return {**means, "sharpness": energy["fake"] / max(energy["real"], 1e-12)}
 
 
+def inception_distances(configured: str, g, test: PairedDataset, device) -> dict[str, float]:
+    """FID and KID of the outputs against the targets, when the Inception weights are here."""
+    weights = find_weights(configured)
+    if weights is None:
+        print(
+            f"evaluate: FID/KID skipped: no Inception weights at {looked_in(configured)} (set evaluate.fid_weights "
+            f"to {WEIGHTS_FILE}, or to download on a machine online)",
+            file=sys.stderr,
+        )
+        return {}
+    distances = InceptionDistances(weights, len(test))
+    for batch in iter_batches(test):
+        distances.update(to_image_range(g(batch["input"].to(device))), to_image_range(batch["target"]))
+    return {k: round(v, 5) for k, v in distances.compute().items()}
+
+
 def save_grid(g, ds: PairedDataset, indices, path, device) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(comparison_grid(g, collate([ds[i] for i in indices]), device), path)
@@ -100,6 +118,7 @@ def main() -> None:
         "l1_reduction_vs_baseline": round(1 - means["l1"] / baseline["l1"], 4),
         **{f"input_baseline_{k}": round(v, 5) for k, v in input_baseline.items()},
     }
+    result.update(inception_distances(config.evaluate.fid_weights, g, test, device))
     METRICS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(EVAL_JSON, json.dumps(result, indent=2) + "\n")
     per_image = pd.DataFrame(rows).sort_values("l1").reset_index(drop=True)
