@@ -1,4 +1,4 @@
-"""Try any registered model in a browser: `python -m pipeline.app` (http://127.0.0.1:7860).
+"""Try any registered model in a browser: `python -m pipeline.ops.app` (http://127.0.0.1:7860).
 
 One page over the MLflow model registry: choose a registered model and an alias (champion,
 challenger) or a version and see its test metrics, data fingerprint and tags; upload an image

@@ -2,7 +2,7 @@
 
 `dvc plots show` writes HTML that loads Vega from a CDN, which renders nothing offline. This
 asks DVC for the same Vega-Lite specs (`dvc plots show --json`, data inlined) and renders
-them locally with vl-convert:  python -m pipeline.plots [--out reports/plots] [dvc args...]
+them locally with vl-convert:  python -m pipeline.ops.plots [--out reports/plots] [dvc args...]
 Extra arguments go to `dvc plots show` (e.g. a revision or experiment names to compare).
 """
 

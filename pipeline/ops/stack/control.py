@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("services", nargs="*", metavar="SERVICE", help=f"any of {', '.join(BY_NAME)} (default: all)")
     sub.add_parser("status", help="one line per service; exit status 1 if any is down")
-    sub.add_parser("env", help='client settings as shell `export` lines:  eval "$(python -m pipeline.stack env)"')
+    sub.add_parser("env", help='client settings as shell `export` lines:  eval "$(python -m pipeline.ops.stack env)"')
     c = sub.add_parser("connect", help="use the stack's bucket as this workspace's DVC remote (written with --local)")
     c.add_argument("--project", default=".", help="the workspace (default: current folder)")
     args = parser.parse_args(argv)
