@@ -1,7 +1,7 @@
 """Stage 3: train pix2pix on the manifest's train split (CUDA when present, else CPU).
 
-Writes models/checkpoints/ (last.pt, best.pt, rotated epoch checkpoints, sample grids) and, through
-dvclive (pipeline/tracking/history.py), metrics/train/metrics.json (DVC metrics) and one history file
+Writes models/checkpoints/ (last.pt + rotated epoch checkpoints + sample grids) and, through
+dvclive (pipeline/history.py), metrics/train/metrics.json (DVC metrics) and one history file
 per reported quantity for `dvc plots`.
 
 A run killed half-way resumes from models/checkpoints/last.pt on the next `dvc repro` when
