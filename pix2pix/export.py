@@ -145,6 +145,7 @@ def export_generator(checkpoint: Path | str, out_dir: Path | str, formats=("torc
         "step": state.get("step", 0),
         "multiple": g.multiple,
         "config": config,
+        "selection": state.get("selection") or {},  # how best.pt was chosen, when it was
     }
     unknown = set(formats) - {"torchscript", "onnx"}
     if unknown:

@@ -8,7 +8,6 @@ import platform
 
 import torch
 
-from pix2pix.checkpoint import load_checkpoint
 from pix2pix.export import export_generator
 from pix2pix.files import atomic_write_text
 
@@ -23,7 +22,6 @@ def main() -> None:
     config = load_config()
     formats = tuple(config.export.formats)
     checkpoint = kept_checkpoint(config.evaluate.keep)
-    selection = load_checkpoint(checkpoint).get("selection") or {}
     report = export_generator(checkpoint, EXPORT, formats=formats)
     card = {
         "model": f"pix2pix generator ({report['config']['model']['netG']}; Isola et al. 2017)",
@@ -44,7 +42,7 @@ def main() -> None:
             "checkpoint": checkpoint.name,
             "path": str(checkpoint),
             "step": report["step"],
-            "best": selection.get("best"),
+            "best": report["selection"].get("best"),
         },
         "data_fingerprint": data_fingerprint(MANIFEST),
         "eval": json.loads(EVAL_JSON.read_text()) if EVAL_JSON.is_file() else None,
