@@ -17,6 +17,31 @@ import pytest
 THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
 os.environ.setdefault("OMP_NUM_THREADS", THREADS)
 ROOT = Path(__file__).resolve().parents[1]
+MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_globals_do_not_leak():
+    """mlflow.set_tracking_uri/set_registry_uri also write os.environ (for subprocesses), so a
+    test that points MLflow somewhere would send every later subprocess (stack workers, stages)
+    and in-process client there. Each test ends with the URIs it started with."""
+    saved_env = {k: os.environ.get(k) for k in MLFLOW_ENV}
+    saved_globals = _mlflow_globals() if "mlflow" in sys.modules else (None, None)
+    yield
+    if "mlflow" in sys.modules:
+        from mlflow.tracking import _tracking_service
+        from mlflow.tracking._model_registry import utils as registry_utils
+
+        _tracking_service.utils._tracking_uri, registry_utils._registry_uri = saved_globals
+    for k, v in saved_env.items():
+        os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
+def _mlflow_globals() -> tuple[str | None, str | None]:
+    from mlflow.tracking import _tracking_service
+    from mlflow.tracking._model_registry import utils as registry_utils
+
+    return _tracking_service.utils._tracking_uri, registry_utils._registry_uri
 
 
 @pytest.fixture(scope="session")
@@ -200,7 +225,8 @@ def tool_env(**extra) -> dict:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env.pop("MLFLOW_TRACKING_URI", None)  # each test names its own store, or uses the project default
+    for k in MLFLOW_ENV:  # each test names its own store, or uses the project default
+        env.pop(k, None)
     env.update(extra)
     return env
 

@@ -30,8 +30,7 @@ NAME = "pix2pix-gate-test"
 def registry(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    mlflow.set_tracking_uri(uri)  # the registry follows it (conftest puts both back afterwards)
     exp = mlflow.create_experiment("gate", artifact_location=(tmp_path / "artifacts").as_uri())
 
     def register(model) -> str:

@@ -143,6 +143,31 @@ def test_a_workspace_moved_to_another_store_registers_there_without_retraining(w
     assert "logging into run" in capsys.readouterr().err
 
 
+def test_a_resent_registration_leaves_one_version(workspace, store, monkeypatch):
+    """MLflow's HTTP client resends a POST whose answer timed out; the server may have created the
+    version already. Registration keeps the first version of the checkpoint and deletes the copy."""
+    import mlflow
+
+    from pipeline.stages import export
+    from pipeline.tracking.run import RUN_FILE
+
+    monkeypatch.chdir(workspace)
+    RUN_FILE.write_text(json.dumps({"run_id": "fedcba9876543210", "experiment_id": "1", "tracking_uri": "x"}))
+    register = mlflow.register_model
+
+    def resent(*args, **kwargs):  # the server did the first request; its answer was lost
+        register(*args, **kwargs)
+        return register(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "register_model", resent)
+    export.main()
+    client = mlflow.MlflowClient(store)
+    assert [str(v.version) for v in client.search_model_versions("name = 'pix2pix-synthetic'")] == ["1"]
+    card = json.loads((workspace / "models/export/model_card.json").read_text())
+    assert card["registered_model"]["version"] == "1"
+    assert str(client.get_model_version_by_alias("pix2pix-synthetic", "challenger").version) == "1"
+
+
 def test_set_alias_retries_only_the_concurrent_writers_collision():
     from mlflow.exceptions import MlflowException
 

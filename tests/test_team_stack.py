@@ -189,7 +189,8 @@ class Stack:
     def mlflow_client(self):
         from mlflow import MlflowClient
 
-        return MlflowClient(self.env["MLFLOW_TRACKING_URI"])
+        uri = self.env["MLFLOW_TRACKING_URI"]
+        return MlflowClient(uri, registry_uri=uri)
 
     def s3_keys(self, prefix: str) -> list[str]:
         import boto3
@@ -599,7 +600,7 @@ def test_twenty_concurrent_registry_clients(stack, workspace_a):
     barrier = threading.Barrier(20)
 
     def client_work(i: int) -> tuple[int, str, str]:
-        client = MlflowClient(stack.env["MLFLOW_TRACKING_URI"])
+        client = MlflowClient(stack.env["MLFLOW_TRACKING_URI"], registry_uri=stack.env["MLFLOW_TRACKING_URI"])
         barrier.wait(timeout=60)
         version = client.create_model_version(name, source.source, run_id=source.run_id, model_id=logged_model).version
         set_alias(client, name, f"client-{i}", version)

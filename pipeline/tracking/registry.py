@@ -63,13 +63,29 @@ def set_alias(client, name: str, alias: str, version: str, attempts: int = 3) ->
                 raise
 
 
+def _versions_of(client, name: str, run_id: str, checkpoint_sha256: str) -> list[int]:
+    return sorted(
+        int(mv.version)
+        for mv in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        if (mv.tags or {}).get("checkpoint_sha256") == checkpoint_sha256
+    )
+
+
 def registered_before(client, name: str, run_id: str, checkpoint_sha256: str) -> str | None:
     """The version this run already registered for this exact checkpoint (a re-run of the export
     stage, a retried flow), so the registry never holds the same model twice."""
-    for mv in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"):
-        if (mv.tags or {}).get("checkpoint_sha256") == checkpoint_sha256:
-            return str(mv.version)
-    return None
+    found = _versions_of(client, name, run_id, checkpoint_sha256)
+    return str(found[0]) if found else None
+
+
+def keep_first_version(client, name: str, run_id: str, checkpoint_sha256: str) -> str:
+    """The first version of this run's checkpoint, its copies deleted. MLflow's HTTP client
+    resends a POST whose answer timed out or failed (5xx) though the server may have done it,
+    so one busy `register_model` call can leave two versions of the same files."""
+    first, *copies = _versions_of(client, name, run_id, checkpoint_sha256)
+    for version in copies:
+        client.delete_model_version(name, str(version))
+    return str(first)
 
 
 def register_generator(mlflow, name: str, onnx_path: Path, input_nc: int, output_nc: int, tags: dict[str, str]) -> str:
@@ -104,7 +120,8 @@ def register_generator(mlflow, name: str, onnx_path: Path, input_nc: int, output
         )
     # Registered only once the model is logged whole, with its tags in the same call: a failed
     # upload leaves no version, and a version always carries the checkpoint that finds it again.
-    version = str(mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()}).version)
+    mlflow.register_model(info.model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    version = keep_first_version(client, name, run_id, tags["checkpoint_sha256"])
     set_alias(client, name, CHALLENGER, version)
     try:
         client.get_model_version_by_alias(name, CHAMPION)
