@@ -9,6 +9,10 @@ Presets (pipeline/presets.py): a preset's values replace the defaults, and every
 value in params.yaml differs from its default keeps the value from params.yaml (so
 `dvc exp run -S preset=facades -S data.source=/my/copy` trains facades from /my/copy).
 
+Recipes (pix2pix/recipes.py) work the same way and come first: `recipe: best` sets its
+model/train keys where params.yaml holds the default, before the preset sets the task's (a
+preset says the task, a recipe how to train for it).
+
 The `promotion` section belongs to the champion/challenger gate, which no stage runs: it is
 kept here as given and read strictly by the gate's own schema (pipeline/tracking/promotion.py),
 so rewording the gate's help or changing its defaults re-runs no stage.
@@ -24,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from pix2pix import recipes
 from pix2pix.config import (
     Config,
     ConfigError,
@@ -215,6 +220,7 @@ class ExportConfig:
 @dataclass
 class PipelineConfig:
     preset: str = option("none", "a named setting for a classic task (python -m pipeline.ops.presets list)")
+    recipe: str = option("paper", f"a named way to train: {recipes.help_text()}")
     data: PipelineDataConfig = option(PipelineDataConfig(), "where the data comes from and how it feeds the network")
     model: PipelineModelConfig = option(PipelineModelConfig(), "the networks")
     train: PipelineTrainConfig = option(PipelineTrainConfig(), "the training run")
@@ -225,6 +231,7 @@ class PipelineConfig:
     def validate(self) -> PipelineConfig:
         if self.preset != "none":
             presets.get(self.preset)  # an unknown name is a one-line error listing the known ones
+        recipes.get(self.recipe)
         for part in (self.data, self.model, self.train, self.evaluate, self.export):
             part.validate()
         require(isinstance(self.promotion, dict), "promotion", f"got {self.promotion!r}; expected keys such as metric:")
@@ -272,10 +279,16 @@ def with_preset(values: dict[str, Any], name: str) -> dict[str, Any]:
     return out
 
 
+def with_recipe(values: dict[str, Any], name: str) -> dict[str, Any]:
+    """`values` (a full config dict) with the recipe's values on every key left at its default."""
+    return recipes.apply(values, name, PipelineConfig().to_dict())
+
+
 def config_from_dict(params: dict[str, Any]) -> PipelineConfig:
-    """Strictly built and validated, with the preset applied (see the module docstring)."""
+    """Strictly built and validated, with the preset and the recipe applied (module docstring)."""
     explicit = build_section(PipelineConfig, params, "")
-    merged = with_preset(explicit.to_dict(), explicit.preset)
+    recipes.get(explicit.recipe)
+    merged = with_preset(with_recipe(explicit.to_dict(), explicit.recipe), explicit.preset)
     return build_section(PipelineConfig, merged, "").validate()
 
 

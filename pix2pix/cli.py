@@ -15,6 +15,7 @@ import typing
 from dataclasses import fields
 from pathlib import Path
 
+from . import recipes
 from .config import (
     SOURCE_KEYS,
     SWITCH,
@@ -90,24 +91,29 @@ def _read_config_file(path: Path) -> dict:
 
 
 def _config_from_args(args: argparse.Namespace) -> Config:
-    """The file's data/model/train sections (strict), then the flags over them."""
+    """The file's data/model/train sections (strict), the recipe (--recipe, else the file's
+    `recipe:`) on every key still at its default, then the flags over both."""
     base = _read_config_file(args.config) if args.config else {}
     where = f"{args.config}: " if args.config else ""
-    sections = {}
+    values = {}
     for section, cls in SECTIONS.items():
-        values = dict(base.get(section) or {})
+        values[section] = dict(base.get(section) or {})
         if section == "data":  # a pipeline params.yaml also says where its data comes from
-            values = {k: v for k, v in values.items() if k not in SOURCE_KEYS}
+            values[section] = {k: v for k, v in values[section].items() if k not in SOURCE_KEYS}
         try:
-            build_section(cls, values, section)  # the file alone: errors name the file
+            build_section(cls, values[section], section)  # the file alone: errors name the file
         except ConfigError as e:
             raise ConfigError(f"{where}{e}") from None
+    try:
+        values = recipes.apply(values, str(args.recipe or base.get("recipe") or "paper"), Config().to_dict())
+    except ConfigError as e:
+        raise ConfigError(f"{'' if args.recipe else where}{e}") from None
+    for section, cls in SECTIONS.items():
         for f in fields(cls):
             flag = getattr(args, f"{section}.{f.name}")
             if flag is not None:
-                values[f.name] = flag
-        sections[section] = build_section(cls, values, section)
-    return Config(**sections).validate()
+                values[section][f.name] = flag
+    return Config(**{name: build_section(cls, values[name], name) for name, cls in SECTIONS.items()}).validate()
 
 
 def _split_dirs(root: Path, val: Path | None) -> tuple[Path, Path | None]:
@@ -210,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="folder for checkpoints (last.pt) and sample grids")
     p.add_argument("--max-steps", type=int, help="stop (with a checkpoint) after this many steps in total")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
+    p.add_argument(
+        "--recipe",
+        choices=list(recipes.RECIPES),
+        help=f"a named way to train, on every model/train key left at its default: {recipes.help_text()} "
+        "(default: the config file's recipe:, else paper)",
+    )
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 

@@ -385,3 +385,20 @@ def copy_workspace(src: Path, dest: Path) -> Path:
                             (old, new, f"%{old}%"),
                         )
     return dest
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """A real team stack of its own for each test module that asks (tests/team_stack.py)."""
+    from team_stack import running_stack
+
+    yield from running_stack(tmp_path_factory)
+
+
+# Modules that hold a server stack for many minutes go first, so pytest-xdist (--dist loadfile
+# hands out whole modules in collection order) starts them on different workers at once.
+LONG_FIRST = ("test_team_stack.py", "test_team_stack_faults.py")
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: item.path.name not in LONG_FIRST)

@@ -94,3 +94,46 @@ def test_cli_config_file_is_strict_and_reads_the_pipelines_params_yaml(tmp_path,
     bad.write_text("preset: facades\n")
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--config", str(bad)]) == 2
     assert "pipeline.ops.presets apply facades" in capsys.readouterr().err
+
+
+def test_a_recipe_sets_the_keys_left_at_their_defaults_and_explicit_keys_win(tmp_path, capsys):
+    from pix2pix import recipes
+
+    best = recipes.get("best").values
+    assert best and recipes.get("paper").values == {}  # paper = the defaults
+    # params.yaml spells out every default, so recipe: best still takes effect in it.
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
+    cfg = config_from_dict({**shipped, "recipe": "best"})
+    for dotted, value in best.items():
+        section, key = dotted.split(".")
+        assert getattr(getattr(cfg, section), key) == value
+    # A key set to something else keeps it; the preset's task keys still apply.
+    key = next(iter(best))
+    section, name = key.split(".")
+    mine = {section: {name: "instance" if isinstance(best[key], str) else 0.5}}
+    cfg = config_from_dict({"recipe": "best", "preset": "facades", **mine})
+    assert getattr(getattr(cfg, section), name) == mine[section][name] and cfg.train.epochs == 100
+    # The CLI: --recipe, else the config file's recipe:, and flags over both.
+    cli = _config_from_args(_args("--recipe", "best", "--ema", "0.9"))
+    assert cli.train.ema == 0.9 and all(
+        getattr(getattr(cli, k.split(".")[0]), k.split(".")[1]) == v for k, v in best.items() if k != "train.ema"
+    )
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text().replace("recipe: paper", "recipe: best"))
+    from_file = _config_from_args(_args("--config", str(params)))
+    assert all(getattr(getattr(from_file, k.split(".")[0]), k.split(".")[1]) == v for k, v in best.items())
+    assert _config_from_args(_args("--config", str(params), "--recipe", "paper")).to_dict() == (
+        _config_from_args(_args("--config", str(ROOT / "params.yaml"))).to_dict()
+    )
+    # Unknown names: one line listing the known ones.
+    with pytest.raises(ConfigError, match="recipe: unknown recipe 'fast'; choose one of paper, best"):
+        config_from_dict({"recipe": "fast"})
+    params.write_text("recipe: fast\n")
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--config", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert f"{params}: recipe: unknown recipe 'fast'" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        _args("--recipe", "fast")
+    assert "invalid choice: 'fast'" in capsys.readouterr().err
+    text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    assert all(name in text for name in recipes.RECIPES)

@@ -94,6 +94,7 @@ def main() -> None:
         "data_fingerprint": fingerprint["data"],
         "torch": torch.__version__,
         "preset": config.preset,
+        "recipe": config.recipe,
         **git_info(project_root()),
     }
     if os.environ.get("DVC_EXP_NAME"):

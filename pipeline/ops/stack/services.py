@@ -59,7 +59,10 @@ def _mlflow_env(s: Settings) -> dict[str, str]:
             f"database_uri = {postgres_url(s, 'mlflow_auth')}\n"
             f"admin_username = {creds['MLFLOW_TRACKING_USERNAME']}\n"
             f"admin_password = {creds['MLFLOW_TRACKING_PASSWORD']}\n"
-            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n",
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            # Each login check is a deliberately slow password hash (scrypt, ~0.15 s of CPU): without
+            # the cache every request pays it. A changed password may pass until the entry expires.
+            f"auth_cache_ttl_seconds = {s.auth_cache_s}\n",
         )
         ini.chmod(0o600)
         env["MLFLOW_AUTH_CONFIG_PATH"] = str(ini)

@@ -58,6 +58,7 @@ class Settings:
     pool: str
     heartbeat_s: int
     zombie_after_s: int
+    auth_cache_s: int  # MLflow keeps a checked login this long (0 = check every request)
 
     @classmethod
     def from_env(cls, project: Path | None = None) -> Settings:
@@ -89,6 +90,7 @@ class Settings:
             pool=os.environ.get("P2P_WORK_POOL", "pix2pix"),
             heartbeat_s=heartbeat,
             zombie_after_s=_env_int("P2P_ZOMBIE_SECONDS", 3 * heartbeat),
+            auth_cache_s=_env_int("P2P_MLFLOW_AUTH_CACHE_SECONDS", 60),
         )
 
     # -- addresses clients use --------------------------------------------------------------

@@ -1,0 +1,57 @@
+"""Named training recipes: the model and train keys of a way to train, nothing about the task.
+
+`paper` is Isola et al. 2017 as the reference trains it (the library's defaults); `best` always
+names the measured winner of benchmarks/quality.py (the ablation in benchmarks/README.md). As
+with the pipeline's presets, a recipe sets the keys left at their defaults: a value you set to
+something else keeps it (`pix2pix train` flags always win). To train with a recipe's key at its
+default, use `paper` and set the other keys yourself.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    summary: str
+    values: dict[str, Any]  # "section.key" -> value
+
+
+RECIPES: dict[str, Recipe] = {
+    "paper": Recipe("the paper's: U-Net, one 70x70 PatchGAN, cGAN + 100 x L1, Adam 2e-4 (the defaults)", {}),
+    "best": Recipe(
+        "measured best at equal time on facades (benchmarks/quality.py): the paper's networks with pix2pixHD "
+        "discriminator feature matching (lambda_feat 10) and an EMA generator (0.999)",
+        {"model.lambda_feat": 10.0, "train.ema": 0.999},
+    ),
+}
+
+
+def get(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ConfigError(f"recipe: unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def help_text() -> str:
+    return "; ".join(f"{name} = {r.summary}" for name, r in RECIPES.items())
+
+
+def apply(
+    values: dict[str, dict[str, Any]], name: str, defaults: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """`values` (sections such as {"model": {...}, "train": {...}}) with the recipe's value on
+    every key still at its default in `defaults` (so a file that spells out every default, like
+    the shipped params.yaml, still takes the recipe)."""
+    out = copy.deepcopy(values)
+    for dotted, value in get(name).values.items():
+        section, key = dotted.split(".")
+        keys = out.setdefault(section, {})
+        if keys.get(key, defaults[section][key]) == defaults[section][key]:
+            keys[key] = value
+    return out
