@@ -158,6 +158,7 @@ def write_params(path: Path, **sections) -> Path:
 
     params = {
         "preset": "none",
+        "recipe": "paper",
         "data": {
             "source": "synthetic",
             "synthetic": {"size": 32, "train": 8, "val": 2, "test": 3, "seed": 0},
@@ -343,6 +344,7 @@ def reproduced(tmp_path_factory, worker_id) -> tuple[Path, str]:
     all of pytest-xdist's processes, the first to ask builds it under a lock. Returns (folder,
     the repro's output). Tests only read it; those that change it work on a `copy_workspace`."""
     import json
+    import shutil
 
     from filelock import FileLock
 
@@ -352,6 +354,7 @@ def reproduced(tmp_path_factory, worker_id) -> tuple[Path, str]:
     project, done = shared / "reproduced" / "project", shared / "reproduced" / "done.json"
     with FileLock(str(shared / "reproduced.lock")):
         if not done.is_file():
+            shutil.rmtree(project, ignore_errors=True)  # a process whose repro failed left it half made
             make_project(project)
             r = dvc(project, "repro", timeout=900)
             done.write_text(json.dumps({"stdout": r.stdout}))
