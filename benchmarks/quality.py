@@ -115,10 +115,11 @@ def run_reference(args, data: Path, direction: str, seed: int, work: Path) -> di
     n, decay = args.reference_epochs
     train = [sys.executable, "train.py", *common, "--load_size", str(round(args.size * 286 / 256))]
     train += ["--crop_size", str(args.size), "--n_epochs", str(n), "--n_epochs_decay", str(decay), "--no_html"]
-    train += ["--print_freq", "100000", "--save_epoch_freq", "100000", "--display_freq", "100000"]
+    train += ["--print_freq", "100000", "--save_epoch_freq", str(n + decay), "--display_freq", "100000"]
+    train += ["--netG", f"unet_{args.size}"]  # its U-Net for this size (ours derives the depth from crop_size)
     seconds = sh(train, cwd=args.reference, env=env)
     test = [sys.executable, "test.py", *common, "--load_size", str(args.size), "--crop_size", str(args.size)]
-    test += ["--results_dir", str(work / "ref-results"), "--num_test", "100000"]
+    test += ["--results_dir", str(work / "ref-results"), "--num_test", "100000", "--netG", f"unet_{args.size}"]
     sh(test, cwd=args.reference, env=env)
     images = work / "ref-results" / name / "test_latest" / "images"
     fakes = {
