@@ -287,7 +287,6 @@ def with_recipe(values: dict[str, Any], name: str) -> dict[str, Any]:
 def config_from_dict(params: dict[str, Any]) -> PipelineConfig:
     """Strictly built and validated, with the preset and the recipe applied (module docstring)."""
     explicit = build_section(PipelineConfig, params, "")
-    recipes.get(explicit.recipe)
     merged = with_preset(with_recipe(explicit.to_dict(), explicit.recipe), explicit.preset)
     return build_section(PipelineConfig, merged, "").validate()
 
