@@ -1,4 +1,4 @@
-"""`pix2pix train | predict | export | evaluate`.
+"""`pix2pix train | predict | translate | export | evaluate`.
 
 Heavy modules (torch, torchvision) are imported inside each command so `--help` is instant.
 Every config field is also a flag with its help text and choices (`--epochs 5`,
@@ -126,6 +126,7 @@ def _split_dirs(root: Path, val: Path | None) -> tuple[Path, Path | None]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)
+    from . import drift
     from .callbacks import SampleSaver
     from .data import PairedDataset
     from .train import Status, Trainer
@@ -133,6 +134,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     train_dir, val_dir = _split_dirs(args.data, args.val)
     train = PairedDataset(train_dir, cfg.data, train=True)
     val = PairedDataset(val_dir, cfg.data, train=False) if val_dir else None
+    reference = args.out / drift.REFERENCE_NAME  # what `translate` compares incoming images with
+    if not reference.is_file():
+        drift.write_reference(drift.reference_from_pairs(train.pairs, cfg.data), reference)
     trainer = Trainer(
         cfg, train, args.out, val_data=val, callbacks=[SampleSaver(args.out / "samples")], resume=not args.no_resume
     )
@@ -151,9 +155,55 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict_paths
 
     runner = load_runner(args.model, device=args.device, keep_dropout=args.keep_dropout, amp=args.amp)
-    written = predict_paths(runner, args.input, args.output)
+    written = predict_paths(runner, args.input, args.output, args.tile_megapixels, args.overlap)
     print(f"wrote {len(written)} image(s) to {args.output}", file=sys.stderr)
     return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from .translate import TranslateJob, translate_folder
+
+    job = TranslateJob(
+        model=str(args.model),
+        input=str(args.input),
+        output=str(args.output),
+        model_id=args.model_id or "",
+        workers=args.workers,
+        threads=args.threads,
+        tile_megapixels=args.tile_megapixels,
+        overlap=args.overlap,
+        max_megapixels=args.max_megapixels,
+        device=args.device,
+        amp=args.amp,
+        reference=str(args.reference or ""),
+    )
+    summary = translate_folder(job)
+    print(json.dumps(summary, indent=2))
+    if summary["drift"]:
+        where = args.output / "drift.json"
+        print(
+            f"pix2pix translate: warning: the inputs have drifted from the training inputs; see {where}",
+            file=sys.stderr,
+        )
+    return 1 if summary["failed"] or summary["missing"] else 0
+
+
+def _add_tiling_flags(p: argparse.ArgumentParser) -> None:
+    from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_MEGAPIXELS
+
+    p.add_argument(
+        "--tile-megapixels",
+        type=float,
+        default=DEFAULT_TILE_MEGAPIXELS,
+        help="pixels one network pass may see (the memory budget); larger images are translated in overlapping, "
+        f"blended tiles (default: {DEFAULT_TILE_MEGAPIXELS:g})",
+    )
+    p.add_argument(
+        "--overlap",
+        type=int,
+        default=DEFAULT_OVERLAP,
+        help=f"pixels neighbouring tiles share (default: {DEFAULT_OVERLAP})",
+    )
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -232,7 +282,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda (checkpoint and TorchScript models)")
     p.add_argument("--amp", default="auto", choices=SWITCH, help=AMP_HELP)
     p.add_argument("--keep-dropout", action="store_true", help="keep dropout active, as in the paper's test-time noise")
+    _add_tiling_flags(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "translate",
+        help="batch-translate a folder (sub-folders too): parallel shards, resumable, a results manifest and a "
+        "drift report",
+    )
+    p.add_argument("--model", type=Path, required=True, help="checkpoint (.pt), TorchScript (.ts) or ONNX (.onnx) file")
+    p.add_argument("--input", type=Path, required=True, help="folder of images (or one image)")
+    p.add_argument(
+        "--output", type=Path, required=True, help="output folder: PNGs, results.csv, drift.json (re-run to resume)"
+    )
+    p.add_argument("--workers", type=int, default=1, help="processes, one shard each (default: 1)")
+    p.add_argument("--threads", type=int, default=0, help="threads per worker (default: the cores shared out)")
+    p.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=150.0,
+        help="images larger than this are listed as failed, not read (default: 150)",
+    )
+    p.add_argument("--model-id", help="what results.csv records as the model (default: file name and sha256)")
+    p.add_argument("--reference", type=Path, help="drift reference (default: input_reference.json beside --model)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (checkpoint and TorchScript models)")
+    p.add_argument("--amp", default="auto", choices=SWITCH, help=AMP_HELP)
+    _add_tiling_flags(p)
+    p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("export", help="export the generator to TorchScript and ONNX with a parity check")
     p.add_argument("--checkpoint", type=Path, required=True)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from . import drift
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import ExportError
 from .files import atomic_write_bytes
@@ -154,4 +155,7 @@ def export_generator(checkpoint: Path | str, out_dir: Path | str, formats=("torc
         report["torchscript"] = export_torchscript(g, config, out_dir / "generator.ts")
     if "onnx" in formats:
         report["onnx"] = export_onnx(g, config, out_dir / "generator.onnx")
+    reference = drift.reference_beside(checkpoint)  # travels with the model: translate finds it
+    if reference is not None:
+        report["input_reference"] = str(atomic_write_bytes(out_dir / drift.REFERENCE_NAME, reference.read_bytes()))
     return report

@@ -6,6 +6,7 @@ starts without importing torch; :mod:`pix2pix.data` builds the training tensors 
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,15 +44,16 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if is_image_file(p))
 
 
-def open_image(path: Path, decode: bool = True) -> Image.Image:
+def open_image(path: Path, decode: bool = True, data: bytes | None = None) -> Image.Image:
     """Open and (unless decode=False: header only) decode an image, turning every Pillow
-    failure into a one-line ImageError."""
+    failure into a one-line ImageError that names `path`. With `data`, the file's bytes
+    already read (a batch job hashes and decodes one read)."""
     path = Path(path)
     try:
         with warnings.catch_warnings():
             # Pillow only warns between 1x and 2x MAX_IMAGE_PIXELS; refuse those too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(path if data is None else io.BytesIO(data))
             if decode:
                 img.load()
     except FileNotFoundError:

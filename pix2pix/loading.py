@@ -25,12 +25,21 @@ CONFIG_KEY = "pix2pix_config"  # the training config inside TorchScript extra fi
 
 class GeneratorRunner:
     """A callable N x C x H x W tensor in [-1, 1] -> same, plus what it needs to know:
-    input/output channels and the size multiple."""
+    input/output channels and the size multiple. `module` is the eager generator, where there
+    is one (a checkpoint; not an export), so tiling can hold its InstanceNorm statistics fixed."""
 
     def __init__(
-        self, fn: Callable[[torch.Tensor], torch.Tensor], input_nc: int, output_nc: int, multiple: int, config: dict
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        input_nc: int,
+        output_nc: int,
+        multiple: int,
+        config: dict,
+        module: torch.nn.Module | None = None,
+        device: str | torch.device = "cpu",
     ):
         self.fn, self.input_nc, self.output_nc, self.multiple, self.config = fn, input_nc, output_nc, multiple, config
+        self.module, self.device = module, torch.device(device)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -114,14 +123,19 @@ def _enable_dropout(g: torch.nn.Module) -> None:
 
 
 def load_runner(
-    path: Path | str, device: str | torch.device = "cpu", keep_dropout: bool = False, amp: str = "auto"
+    path: Path | str,
+    device: str | torch.device = "cpu",
+    keep_dropout: bool = False,
+    amp: str = "auto",
+    threads: int | None = None,
 ) -> GeneratorRunner:
-    """Pick the loader by file type: .onnx (onnxruntime, float32), .ts/.torchscript, else a
-    checkpoint; the last two run in bf16 where `amp` (auto/true/false) turns it on."""
+    """Pick the loader by file type: .onnx (onnxruntime, float32, `threads` intra-op threads),
+    .ts/.torchscript, else a checkpoint; the last two run in bf16 where `amp` (auto/true/false)
+    turns it on."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        ort_g = OnnxGenerator(path)
+        ort_g = OnnxGenerator(path, threads)
         c = ort_g.config
         return GeneratorRunner(ort_g, c["data"]["input_nc"], c["data"]["output_nc"], ort_g.multiple, c)
     if suffix in (".ts", ".torchscript"):
@@ -135,5 +149,11 @@ def load_runner(
         _enable_dropout(g)  # the paper's test-time noise: dropout stays on
     run = in_precision(g, amp, device)
     return GeneratorRunner(
-        lambda x: run(x.to(device)).cpu(), cfg.data.input_nc, cfg.data.output_nc, g.multiple, cfg.to_dict()
+        lambda x: run(x.to(device)).cpu(),
+        cfg.data.input_nc,
+        cfg.data.output_nc,
+        g.multiple,
+        cfg.to_dict(),
+        module=g,
+        device=device,
     )

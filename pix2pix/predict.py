@@ -1,45 +1,51 @@
 """Inference: translate images with a loaded generator (`pix2pix.loading.load_runner`).
 
-Images of any size work: the input is padded (reflect) up to the network's multiple of
-2**depth, translated, and cropped back to its own size.
+Images of any size work: a small one is padded (reflect) up to the network's multiple of
+2**depth, translated in one pass and cropped back; one over the tile budget is translated in
+overlapping, blended tiles in bounded memory (`pix2pix.tiling`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 from PIL import Image
 
-from .data import IMAGE_EXTENSIONS, list_images, open_image, pil_to_uint8, to_channels, to_image_range, to_unit_range
+from .data import IMAGE_EXTENSIONS, list_images, open_image, to_channels
 from .errors import ImageError
 from .loading import GeneratorRunner
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_MEGAPIXELS, translate_array
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Pad the bottom/right of N x C x H x W up to multiples of `multiple`."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return x, (h, w)
-    # Reflection needs the pad to be smaller than the side; beyond that repeat the border.
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode), (h, w)
+def to_array(img: Image.Image, channels: int) -> np.ndarray:
+    """Any PIL image as upright uint8 H x W x `channels`."""
+    arr = np.asarray(to_channels(img, channels))
+    return arr[..., None] if arr.ndim == 2 else arr
 
 
-def translate(runner: GeneratorRunner, img: Image.Image) -> Image.Image:
+def from_array(arr: np.ndarray) -> Image.Image:
+    """uint8 H x W x C (C = 1 or 3) as an L or RGB image."""
+    return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr, mode="L" if arr.shape[-1] == 1 else "RGB")
+
+
+def translate(
+    runner: GeneratorRunner,
+    img: Image.Image,
+    tile_megapixels: float = DEFAULT_TILE_MEGAPIXELS,
+    overlap: int = DEFAULT_OVERLAP,
+) -> Image.Image:
     """Translate one PIL image of any size and mode; returns an 8-bit RGB or L image."""
-    x = to_unit_range(pil_to_uint8(to_channels(img, runner.input_nc))).unsqueeze(0)
-    padded, (h, w) = pad_to_multiple(x, runner.multiple)
-    y = runner(padded)[..., :h, :w]
-    y = to_image_range(y.float())[0].mul(255).round().to(torch.uint8)
-    mode = "L" if y.shape[0] == 1 else "RGB"
-    arr = y.permute(1, 2, 0).squeeze(-1).numpy()
-    return Image.fromarray(arr, mode=mode)
+    return from_array(translate_array(runner, to_array(img, runner.input_nc), tile_megapixels, overlap))
 
 
-def predict_paths(runner: GeneratorRunner, source: Path, dest: Path) -> list[Path]:
+def predict_paths(
+    runner: GeneratorRunner,
+    source: Path,
+    dest: Path,
+    tile_megapixels: float = DEFAULT_TILE_MEGAPIXELS,
+    overlap: int = DEFAULT_OVERLAP,
+) -> list[Path]:
     """Translate one image file, or every image in a folder, into `dest`.
 
     For a single file, `dest` may be a file path (with an image suffix) or a folder.
@@ -58,6 +64,6 @@ def predict_paths(runner: GeneratorRunner, source: Path, dest: Path) -> list[Pat
     for src in inputs:
         out = dest if single_file_out else dest / f"{src.stem}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
-        translate(runner, open_image(src)).save(out)
+        translate(runner, open_image(src), tile_megapixels, overlap).save(out)
         written.append(out)
     return written

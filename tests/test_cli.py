@@ -73,6 +73,9 @@ def test_train_predict_export_evaluate(tmp_path, synthetic_root):
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["onnx"]["max_abs_diff"] <= 1e-4 and report["torchscript"]["max_abs_diff"] <= 1e-4
+    # train wrote the drift reference of its inputs; export carried it beside the exported files
+    assert (run / "input_reference.json").read_bytes() == (run / "export" / "input_reference.json").read_bytes()
+    assert json.loads((run / "input_reference.json").read_text())["count"] == 6
 
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -82,6 +85,16 @@ def test_train_predict_export_evaluate(tmp_path, synthetic_root):
         r = run_cli("predict", "--model", run / model, "--input", inputs, "--output", out)
         assert r.returncode == 0, r.stderr
         assert Image.open(out / "facade label.png").size == (50, 37)
+
+    r = run_cli(
+        "translate", "--model", run / "export/generator.onnx", "--input", inputs, "--output", tmp_path / "batch"
+    )
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["translated"] == 1 and summary["model"].startswith("generator.onnx@sha256:")
+    assert Image.open(tmp_path / "batch" / "facade label.png").size == (50, 37)
+    report = json.loads((tmp_path / "batch" / "drift.json").read_text())
+    assert report["reference"] == str(run / "export" / "input_reference.json") and report["tested"] is False
 
     r = run_cli(
         "evaluate",

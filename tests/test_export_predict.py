@@ -7,7 +7,8 @@ from pix2pix.checkpoint import CheckpointError
 from pix2pix.data import PairedDataset
 from pix2pix.export import export_generator
 from pix2pix.loading import OnnxGenerator, load_runner, load_torchscript
-from pix2pix.predict import pad_to_multiple, predict_paths, translate
+from pix2pix.predict import predict_paths, translate
+from pix2pix.tiling import pad_to_multiple
 from pix2pix.train import Trainer
 
 from conftest import tiny_config

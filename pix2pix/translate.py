@@ -1,0 +1,489 @@
+"""Batch translation of a folder: shards, atomic outputs, a results manifest, resume, drift.
+
+`translate_folder(job)` translates every image under `job.input` (sub-folders included) into
+`job.output`, keeping the relative path (`a/b.jpg` -> `a/b.png`). The work is cut into shards
+(every n-th image); each shard runs in its own process (`job.workers`) or, through
+`run_shard`, anywhere else that sees the same folders (the pipeline's flow runs one shard per
+flow run), and `finish` merges what they wrote.
+
+Guarantees:
+- An output is written to a temporary name and renamed into place, then recorded by one
+  appended, fsynced line of its shard's part file (`.translate/part-*.csv`). A job killed at
+  any point and run again skips every input whose sha256, model and output are recorded, and
+  translates the rest; an output that was written but not yet recorded is written again with
+  the same bytes. Nothing is half-written and no input is listed twice in `results.csv`.
+- One image that cannot be read, is over `max_megapixels` or fails is listed with its reason;
+  the job goes on. A folder that cannot be written fails before any work.
+- `results.csv`: one row per input (path, sha256, output, model, status, reason, seconds, size
+  and the drift statistics of `pix2pix.drift`). `drift.json`: the two-sample test of those
+  statistics against the reference found beside the model (`input_reference.json`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import ctypes
+import fcntl
+import hashlib
+import io
+import json
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from . import drift
+from .errors import ImageError, Pix2PixError, first_line
+from .files import atomic_write, atomic_write_text
+from .images import IMAGE_EXTENSIONS, open_image
+
+STATE_DIR = ".translate"  # inside the output folder: part files and the lock
+RESULTS = "results.csv"
+DRIFT = "drift.json"
+DEFAULT_MAX_MEGAPIXELS = 150.0
+FIELDS = ["input", "input_sha256", "output", "model", "status", "reason", "seconds", "width", "height"]
+STAT_FIELDS = list(("brightness", "contrast") + drift.COLOUR + drift.TEXTURE)
+
+
+class TranslateError(Pix2PixError, RuntimeError):
+    """A batch translation job cannot start (its model, input or output folder)."""
+
+
+@dataclass
+class TranslateJob:
+    model: str  # a checkpoint, TorchScript or ONNX file
+    input: str  # folder (or one image)
+    output: str  # folder
+    model_id: str = ""  # what the manifest records as the model (default: file name + sha256)
+    workers: int = 1
+    threads: int = 0  # per worker; 0 = the machine's cores shared out
+    tile_megapixels: float = 1.0
+    overlap: int = 64
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    device: str = "cpu"
+    amp: str = "auto"
+    reference: str = ""  # drift reference (default: input_reference.json beside the model)
+    extra: dict = field(default_factory=dict)  # recorded in the summary (e.g. the registry version)
+
+
+@dataclass(frozen=True)
+class Item:
+    input: str  # relative to the input folder (POSIX)
+    output: str  # relative to the output folder
+
+
+# --- planning --------------------------------------------------------------------------------
+
+
+def list_inputs(root: Path) -> list[Path]:
+    """Every image file under `root` (or `root` itself), sorted, hidden files and folders skipped."""
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise TranslateError(f"{root}: no such folder; point --input at a folder of images")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [
+            Path(dirpath) / f for f in filenames if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
+        ]
+    return sorted(found)
+
+
+def plan(job: TranslateJob) -> tuple[list[Item], dict[str, str]]:
+    """The items to translate, and {input: reason} for those refused before any work (two
+    inputs that would write the same output: the first one wins)."""
+    root = Path(job.input)
+    paths = list_inputs(root)
+    if not paths:
+        raise TranslateError(f"{root}: no images found ({', '.join(IMAGE_EXTENSIONS)}); check --input")
+    base = root if root.is_dir() else root.parent
+    items, refused, owner = [], {}, {}
+    for p in paths:
+        rel = p.relative_to(base).as_posix()
+        out = Path(rel).with_suffix(".png").as_posix()
+        if out in owner:
+            refused[rel] = f"writes the same output {out} as {owner[out]}; rename one of them"
+            continue
+        owner[out] = rel
+        items.append(Item(rel, out))
+    return items, refused
+
+
+def shard(items: list[Item], index: int, count: int) -> list[Item]:
+    return items[index::count]
+
+
+# --- the manifest ----------------------------------------------------------------------------
+
+
+def state_dir(job: TranslateJob) -> Path:
+    return Path(job.output) / STATE_DIR
+
+
+def read_rows(path: Path) -> Iterator[dict]:
+    """Rows of a results or part file; a last line cut short by a kill is ignored."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    yield from csv.DictReader(io.StringIO(text))
+
+
+def recorded(job: TranslateJob) -> dict[str, dict]:
+    """{input: row} of everything already recorded (results.csv, then every part file; a later
+    successful row wins over an earlier one)."""
+    rows: dict[str, dict] = {}
+    sources = [Path(job.output) / RESULTS] + sorted(state_dir(job).glob("part-*.csv"))
+    for path in sources:
+        for row in read_rows(path):
+            if row.get("status") == "ok" or row.get("input") not in rows:
+                rows[row["input"]] = row
+    return rows
+
+
+def is_done(row: dict | None, digest: str, model_id: str, output: Path) -> bool:
+    return (
+        bool(row)
+        and row["status"] == "ok"
+        and row["input_sha256"] == digest
+        and row["model"] == model_id
+        and (output.is_file())
+    )
+
+
+class PartWriter:
+    """Appends rows to this shard's own part file, one fsynced line at a time."""
+
+    def __init__(self, job: TranslateJob, index: int, count: int):
+        state_dir(job).mkdir(parents=True, exist_ok=True)
+        self.path = state_dir(job) / f"part-{index:04d}-of-{count:04d}-{uuid.uuid4().hex[:8]}.csv"
+        self.file = open(self.path, "a", newline="")
+        self.writer = csv.DictWriter(self.file, fieldnames=FIELDS + STAT_FIELDS, extrasaction="ignore")
+        self.writer.writeheader()
+        self._sync()
+
+    def _sync(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def write(self, row: dict) -> None:
+        self.writer.writerow(row)
+        self._sync()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+# --- one image -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def no_pixel_limit():
+    """Pillow's own decompression-bomb limit (about 89 MP) off: the job checks the size from
+    the header against its own --max-megapixels first."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def translate_one(runner, job: TranslateJob, src: Path, dest: Path, data: bytes) -> dict:
+    """Translate one file's bytes into `dest` (atomically); the row's size and statistics."""
+    from .predict import from_array, to_array
+    from .tiling import translate_array
+
+    with no_pixel_limit():
+        header = open_image(src, decode=False, data=data)
+        width, height = header.size
+        if width * height > job.max_megapixels * 1e6:
+            raise ImageError(
+                f"{src}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
+                f"{job.max_megapixels:g}; raise --max-megapixels or downscale it"
+            )
+        img = open_image(src, data=data)
+    arr = to_array(img, runner.input_nc)
+    del img, header
+    stats = drift.image_statistics(arr, runner.config["data"]["crop_size"])
+    out = translate_array(runner, arr, job.tile_megapixels, job.overlap)
+    del arr
+    image = from_array(out)
+    atomic_write(dest, lambda f: image.save(f, format="PNG"))
+    return {"width": width, "height": height, **{k: round(stats[k], 6) for k in STAT_FIELDS if k in stats}}
+
+
+# --- a shard ---------------------------------------------------------------------------------
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_model_id(model: Path) -> str:
+    return f"{model.name}@sha256:{file_digest(model)[:16]}"
+
+
+def _die_with_parent() -> None:
+    """A worker process gets SIGKILL when the job's main process dies (Linux), so a killed job
+    leaves no orphan writing beside its rerun."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def load_job_runner(job: TranslateJob):
+    import torch
+
+    from .loading import load_runner
+
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    return load_runner(job.model, device=job.device, amp=job.amp, threads=job.threads or None)
+
+
+def run_shard(
+    job: TranslateJob, index: int = 0, count: int = 1, progress: Callable[[int, int], None] | None = None
+) -> dict[str, int]:
+    """Translate shard `index` of `count`: every item not already recorded as done. Returns
+    {"translated", "skipped", "failed"}."""
+    items, refused = plan(job)
+    mine = shard(items, index, count)
+    done_rows = recorded(job)
+    runner = None
+    writer = PartWriter(job, index, count)
+    counts = {"translated": 0, "skipped": 0, "failed": 0}
+    try:
+        for n, item in enumerate(mine, 1):
+            src = Path(job.input) / item.input if Path(job.input).is_dir() else Path(job.input)
+            dest = Path(job.output) / item.output
+            started = time.perf_counter()
+            row = {"input": item.input, "output": item.output, "model": job.model_id, "reason": ""}
+            try:
+                data = src.read_bytes()
+                row["input_sha256"] = hashlib.sha256(data).hexdigest()
+                if is_done(done_rows.get(item.input), row["input_sha256"], job.model_id, dest):
+                    counts["skipped"] += 1
+                    continue
+                if runner is None:
+                    runner = load_job_runner(job)
+                row.update(translate_one(runner, job, src, dest, data))
+                row["status"] = "ok"
+                counts["translated"] += 1
+            except (Pix2PixError, OSError, RuntimeError, ValueError, MemoryError) as e:
+                row.update(status="failed", reason=first_line(e))
+                counts["failed"] += 1
+            row["seconds"] = round(time.perf_counter() - started, 4)
+            writer.write(row)
+            if progress:
+                progress(n, len(mine))
+        if index == 0:  # refused items are listed once, by the first shard
+            for rel, reason in refused.items():
+                writer.write({"input": rel, "output": "", "model": job.model_id, "status": "failed", "reason": reason})
+                counts["failed"] += 1
+    finally:
+        writer.close()
+    return counts
+
+
+def _shard_process(job: TranslateJob, index: int, count: int) -> dict[str, int]:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process stops the job
+    return run_shard(job, index, count)
+
+
+# --- the job ---------------------------------------------------------------------------------
+
+
+def prepare(job: TranslateJob) -> TranslateJob:
+    """Check the model, input and output before any work; fill in the model id and threads."""
+    model = Path(job.model)
+    if not model.is_file():
+        raise TranslateError(f"{model}: no such model file; pass a checkpoint (.pt), TorchScript (.ts) or ONNX file")
+    if not job.model_id:
+        job.model_id = default_model_id(model)
+    if job.workers < 1:
+        raise TranslateError(f"--workers {job.workers}: must be at least 1")
+    if not job.threads:
+        job.threads = max(1, (os.cpu_count() or 1) // job.workers)
+    out = Path(job.output)
+    try:
+        state_dir(job).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(state_dir(job) / "writable", "ok\n")
+    except OSError as e:
+        raise TranslateError(
+            f"{out}: cannot write the output folder ({first_line(e)}); choose another --output"
+        ) from None
+    plan(job)  # an empty or missing input fails here, before a worker starts
+    return job
+
+
+@contextlib.contextmanager
+def exclusive(job: TranslateJob):
+    """One job at a time per output folder on this machine."""
+    with open(state_dir(job) / "lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TranslateError(
+                f"{job.output}: another translate job is writing here; wait for it or choose another --output"
+            ) from None
+        yield
+
+
+def finish(job: TranslateJob) -> dict[str, Any]:
+    """Merge the shards' part files into `results.csv` (one row per input, sorted), write
+    `drift.json` (and `drift.png` where matplotlib is installed); returns the counts."""
+    items, refused = plan(job)
+    rows = recorded(job)
+    wanted = [i.input for i in items] + list(refused)
+    merged = [rows[name] for name in sorted(wanted) if name in rows]
+
+    def write(f):
+        writer = csv.DictWriter(f, fieldnames=FIELDS + STAT_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(merged)
+
+    atomic_write(Path(job.output) / RESULTS, write, mode="w")
+    for part in state_dir(job).glob("part-*.csv"):
+        part.unlink()
+    ok = [r for r in merged if r["status"] == "ok" and r.get("model") == job.model_id]
+    report = drift_of(job, ok)
+    atomic_write_text(Path(job.output) / DRIFT, json.dumps(report, indent=2) + "\n")
+    plot_drift(job, ok)
+    return {
+        "total": len(wanted),
+        "ok": len(ok),
+        "failed": sum(r["status"] == "failed" for r in merged),
+        "missing": len(wanted) - len(merged),
+        "drift": report["drift"],
+        "drift_tested": report["tested"],
+    }
+
+
+def _reference_path(job: TranslateJob) -> Path | None:
+    return Path(job.reference) if job.reference else drift.reference_beside(job.model)
+
+
+def drift_of(job: TranslateJob, ok_rows: list[dict]) -> dict[str, Any]:
+    path = _reference_path(job)
+    if path is None:
+        return {
+            "drift": False,
+            "tested": False,
+            "count": len(ok_rows),
+            "reason": f"no {drift.REFERENCE_NAME} beside {job.model}: nothing to compare with (pass --reference)",
+        }
+    reference = drift.load_reference(path)
+    stats = [{k: float(r[k]) for k in reference["statistics"] if r.get(k) not in (None, "")} for r in ok_rows]
+    return {**drift.drift_report(reference, stats), "reference": str(path), "model": job.model_id}
+
+
+def plot_drift(job: TranslateJob, ok_rows: list[dict]) -> Path | None:
+    """drift.png: the reference's and this batch's distribution of each statistic."""
+    path = _reference_path(job)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    if path is None or not ok_rows:
+        return None
+    reference = drift.load_reference(path)
+    names = reference["statistics"]
+    fig, axes = plt.subplots(2, (len(names) + 1) // 2, figsize=(3 * ((len(names) + 1) // 2), 5.5))
+    for ax, name in zip(axes.flat, names, strict=False):
+        current = [float(r[name]) for r in ok_rows if r.get(name)]
+        ax.hist(reference["values"][name], bins=30, alpha=0.6, density=True, label="training inputs")
+        ax.hist(current, bins=30, alpha=0.6, density=True, label="this batch")
+        ax.set_title(name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes.flat[0].legend(fontsize=7)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    out = Path(job.output) / "drift.png"
+    atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=80))
+    plt.close(fig)
+    return out
+
+
+def count_recorded(job: TranslateJob) -> tuple[int, int]:
+    """(done, failed) rows in this run's part files: what a progress line reports."""
+    done = failed = 0
+    for part in state_dir(job).glob("part-*.csv"):
+        for row in read_rows(part):
+            done += 1
+            failed += row["status"] == "failed"
+    return done, failed
+
+
+def translate_folder(job: TranslateJob, report: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run a whole job on this machine: `job.workers` processes, one shard each; then finish."""
+    job = prepare(job)
+    report = report or (lambda line: print(line, file=sys.stderr, flush=True))
+    items, refused = plan(job)
+    started = time.perf_counter()
+    totals = {"translated": 0, "skipped": 0, "failed": 0}
+    with exclusive(job):
+        before = len(recorded(job))
+        if job.workers == 1:
+            last = [0.0]
+
+            def progress(n, total):
+                now = time.perf_counter()
+                if now - last[0] >= 2 or n == total:
+                    last[0] = now
+                    report(f"translate: {n}/{total} ({n / max(now - started, 1e-9):.2f} images/s)")
+
+            totals = run_shard(job, 0, 1, progress)
+        else:
+            totals = _run_workers(job, started, report, len(items) + len(refused))
+        summary = {**totals, **finish(job)}
+    seconds = time.perf_counter() - started
+    summary.update(
+        seconds=round(seconds, 2),
+        images_per_s=round(summary["translated"] / seconds, 3) if seconds else 0.0,
+        model=job.model_id,
+        output=str(job.output),
+        previously_recorded=before,
+        **job.extra,
+    )
+    return summary
+
+
+def _run_workers(job: TranslateJob, started: float, report, total: int) -> dict[str, int]:
+    totals = {"translated": 0, "skipped": 0, "failed": 0}
+    with ProcessPoolExecutor(job.workers, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_shard_process, job, i, job.workers) for i in range(job.workers)]
+        pending = set(futures)
+        while pending:
+            finished = {f for f in pending if f.done()}
+            for f in finished:
+                for k, v in f.result().items():
+                    totals[k] += v
+            pending -= finished
+            done, failed = count_recorded(job)
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            report(f"translate: {done}/{total} recorded, {failed} failed ({rate:.2f} images/s, {job.workers} workers)")
+            if pending:
+                wait(pending, timeout=2, return_when=FIRST_COMPLETED)
+    return totals
