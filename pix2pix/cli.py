@@ -189,7 +189,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def _add_tiling_flags(p: argparse.ArgumentParser) -> None:
-    from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_MEGAPIXELS
+    from .config import TILE_MEGAPIXELS as DEFAULT_TILE_MEGAPIXELS
+    from .config import TILE_OVERLAP as DEFAULT_OVERLAP
 
     p.add_argument(
         "--tile-megapixels",
@@ -295,7 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--output", type=Path, required=True, help="output folder: PNGs, results.csv, drift.json (re-run to resume)"
     )
-    p.add_argument("--workers", type=int, default=1, help="processes, one shard each (default: 1)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes, one shard each (default 0: one per core, at most 4; each holds the model and a tile)",
+    )
     p.add_argument("--threads", type=int, default=0, help="threads per worker (default: the cores shared out)")
     p.add_argument(
         "--max-megapixels",

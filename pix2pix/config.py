@@ -19,6 +19,11 @@ from typing import Any
 
 from .errors import ConfigError
 
+# Tiled inference (pix2pix.tiling): the pixels one network pass may see (1024 x 1024 fits), and
+# the pixels neighbouring tiles share. Here, torch-free, so the CLI's --help shows them at once.
+TILE_MEGAPIXELS = 1.1
+TILE_OVERLAP = 128
+
 __all__ = ["Config", "ConfigError", "DataConfig", "ModelConfig", "TrainConfig", "build_section", "option", "require"]
 
 DIRECTIONS = ("AtoB", "BtoA")

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write(path: Path | str, write: Callable[[Any], None], mode: str = "wb") -> Path:
+def atomic_write(path: Path | str, write: Callable[[Any], None], mode: str = "wb", durable: bool = True) -> Path:
     """Call `write(fileobj)` on a temp file beside `path`, fsync it and rename it into place.
 
     On any error the temp file is removed and the previous `path` is left untouched.
+    `durable=False` skips the fsync: still whole-or-nothing when the process is killed (the
+    kernel has the data), not after a power cut; for many small outputs that a manifest checks.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -26,7 +28,8 @@ def atomic_write(path: Path | str, write: Callable[[Any], None], mode: str = "wb
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:

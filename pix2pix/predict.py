@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .data import IMAGE_EXTENSIONS, list_images, open_image, to_channels
 from .errors import ImageError
+from .images import IMAGE_EXTENSIONS, list_images, open_image, to_channels
 from .loading import GeneratorRunner
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE_MEGAPIXELS, translate_array
 

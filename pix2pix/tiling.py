@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-DEFAULT_TILE_MEGAPIXELS = 1.0
-DEFAULT_OVERLAP = 64
+from .config import TILE_MEGAPIXELS as DEFAULT_TILE_MEGAPIXELS
+from .config import TILE_OVERLAP as DEFAULT_OVERLAP
+
 CALIBRATION_TILES = 4  # InstanceNorm statistics are measured on up to this many tiles' pixels
 
 

@@ -8,8 +8,8 @@ flow run), and `finish` merges what they wrote.
 
 Guarantees:
 - An output is written to a temporary name and renamed into place, then recorded by one
-  appended, fsynced line of its shard's part file (`.translate/part-*.csv`). A job killed at
-  any point and run again skips every input whose sha256, model and output are recorded, and
+  appended line of its shard's part file (`.translate/part-*.csv`). A job killed at any point
+  and run again skips every input whose sha256, model and output (its size) are recorded, and
   translates the rest; an output that was written but not yet recorded is written again with
   the same bytes. Nothing is half-written and no input is listed twice in `results.csv`.
 - One image that cannot be read, is over `max_megapixels` or fails is listed with its reason;
@@ -51,7 +51,7 @@ STATE_DIR = ".translate"  # inside the output folder: part files and the lock
 RESULTS = "results.csv"
 DRIFT = "drift.json"
 DEFAULT_MAX_MEGAPIXELS = 150.0
-FIELDS = ["input", "input_sha256", "output", "model", "status", "reason", "seconds", "width", "height"]
+FIELDS = ["input", "input_sha256", "output", "output_bytes", "model", "status", "reason", "seconds", "width", "height"]
 STAT_FIELDS = list(("brightness", "contrast") + drift.COLOUR + drift.TEXTURE)
 
 
@@ -65,7 +65,7 @@ class TranslateJob:
     input: str  # folder (or one image)
     output: str  # folder
     model_id: str = ""  # what the manifest records as the model (default: file name + sha256)
-    workers: int = 1
+    workers: int = 0  # processes, one shard each; 0 = one per core (at most 4, and no more than images)
     threads: int = 0  # per worker; 0 = the machine's cores shared out
     tile_megapixels: float = 1.0
     overlap: int = 64
@@ -165,7 +165,8 @@ def is_done(row: dict | None, digest: str, model_id: str, output: Path) -> bool:
 
 
 class PartWriter:
-    """Appends rows to this shard's own part file, one fsynced line at a time."""
+    """Appends rows to this shard's own part file, one flushed line at a time (in the kernel's
+    hands, so a killed process loses none; fsynced when the shard ends)."""
 
     def __init__(self, job: TranslateJob, index: int, count: int):
         state_dir(job).mkdir(parents=True, exist_ok=True)
@@ -173,17 +174,15 @@ class PartWriter:
         self.file = open(self.path, "a", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=FIELDS + STAT_FIELDS, extrasaction="ignore")
         self.writer.writeheader()
-        self._sync()
-
-    def _sync(self) -> None:
         self.file.flush()
-        os.fsync(self.file.fileno())
 
     def write(self, row: dict) -> None:
         self.writer.writerow(row)
-        self._sync()
+        self.file.flush()
 
     def close(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
         self.file.close()
 
 
@@ -222,8 +221,15 @@ def translate_one(runner, job: TranslateJob, src: Path, dest: Path, data: bytes)
     out = translate_array(runner, arr, job.tile_megapixels, job.overlap)
     del arr
     image = from_array(out)
-    atomic_write(dest, lambda f: image.save(f, format="PNG"))
-    return {"width": width, "height": height, **{k: round(stats[k], 6) for k in STAT_FIELDS if k in stats}}
+    # No fsync per image (it cost as much as translating a small one): a kill leaves the file whole
+    # or absent all the same, and the manifest records its size, which a rerun checks.
+    atomic_write(dest, lambda f: image.save(f, format="PNG"), durable=False)
+    return {
+        "width": width,
+        "height": height,
+        "output_bytes": dest.stat().st_size,
+        **{k: round(stats[k], 6) for k in STAT_FIELDS if k in stats},
+    }
 
 
 # --- a shard ---------------------------------------------------------------------------------
@@ -253,8 +259,10 @@ def load_job_runner(job: TranslateJob):
 
     from .loading import load_runner
 
-    if job.threads:
-        torch.set_num_threads(job.threads)
+    onnx = Path(job.model).suffix.lower() == ".onnx"
+    # With ONNX Runtime doing the work, torch's own thread pool (it only converts tiles) would
+    # spin beside ORT's threads and take their cores: one thread for torch then.
+    torch.set_num_threads(1 if onnx else job.threads or torch.get_num_threads())
     return load_runner(job.model, device=job.device, amp=job.amp, threads=job.threads or None)
 
 
@@ -318,8 +326,11 @@ def prepare(job: TranslateJob) -> TranslateJob:
         raise TranslateError(f"{model}: no such model file; pass a checkpoint (.pt), TorchScript (.ts) or ONNX file")
     if not job.model_id:
         job.model_id = default_model_id(model)
-    if job.workers < 1:
-        raise TranslateError(f"--workers {job.workers}: must be at least 1")
+    if job.workers < 0:
+        raise TranslateError(f"--workers {job.workers}: must be 0 (one per core) or more")
+    items, _ = plan(job)  # an empty or missing input fails here, before a worker starts
+    if not job.workers:  # one single-threaded process per core beat one process on all cores (benchmarks)
+        job.workers = max(1, min(os.cpu_count() or 1, 4, len(items)))
     if not job.threads:
         job.threads = max(1, (os.cpu_count() or 1) // job.workers)
     out = Path(job.output)
@@ -330,7 +341,6 @@ def prepare(job: TranslateJob) -> TranslateJob:
         raise TranslateError(
             f"{out}: cannot write the output folder ({first_line(e)}); choose another --output"
         ) from None
-    plan(job)  # an empty or missing input fails here, before a worker starts
     return job
 
 
@@ -396,20 +406,22 @@ def drift_of(job: TranslateJob, ok_rows: list[dict]) -> dict[str, Any]:
 
 
 def plot_drift(job: TranslateJob, ok_rows: list[dict]) -> Path | None:
-    """drift.png: the reference's and this batch's distribution of each statistic."""
+    """drift.png: the reference's and this batch's distribution of each statistic (matplotlib's
+    Agg canvas directly: pyplot's backend machinery would double the import time)."""
     path = _reference_path(job)
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError:
         return None
     if path is None or not ok_rows:
         return None
     reference = drift.load_reference(path)
     names = reference["statistics"]
-    fig, axes = plt.subplots(2, (len(names) + 1) // 2, figsize=(3 * ((len(names) + 1) // 2), 5.5))
+    columns = (len(names) + 1) // 2
+    fig = Figure(figsize=(3 * columns, 5.5))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, columns)
     for ax, name in zip(axes.flat, names, strict=False):
         current = [float(r[name]) for r in ok_rows if r.get(name)]
         ax.hist(reference["values"][name], bins=30, alpha=0.6, density=True, label="training inputs")
@@ -422,7 +434,6 @@ def plot_drift(job: TranslateJob, ok_rows: list[dict]) -> Path | None:
     fig.tight_layout()
     out = Path(job.output) / "drift.png"
     atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=80))
-    plt.close(fig)
     return out
 
 

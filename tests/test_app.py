@@ -38,7 +38,17 @@ def site(reproduced, tmp_path_factory):
     port = free_port()
     log = open(project / "app.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "pipeline.ops.app", "--port", str(port), "--max-megapixels", "1"],
+        [
+            sys.executable,
+            "-m",
+            "pipeline.ops.app",
+            "--port",
+            str(port),
+            "--max-megapixels",
+            "1",
+            "--max-upload-mb",
+            "2",
+        ],
         cwd=project,
         env=tool_env(),
         stdout=log,
@@ -146,6 +156,30 @@ def test_bad_uploads_get_a_message_and_the_server_keeps_serving(site, page, tmp_
     Image.new("RGB", (64, 64), (30, 90, 200)).save(good)
     assert _upload(page, good, "output-champion") == ""
     assert _pixels(page, "#output-champion").shape[:2] == (64, 64)
+
+
+def test_a_body_over_the_upload_limit_is_refused_before_it_is_read(site):
+    """413 with one line, from the Content-Length alone and from a chunked body that streams
+    past the limit; the server keeps serving."""
+    import http.client
+    import json as json_
+
+    _, url = site
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    conn.putrequest("POST", "/api/translate?model=pix2pix-synthetic")
+    conn.putheader("Content-Length", str(300_000_000))  # declared, never sent
+    conn.endheaders()
+    answer = conn.getresponse()
+    assert answer.status == 413
+    assert "more than this page accepts (2 MB)" in json_.loads(answer.read())["error"]
+    conn.close()
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    chunks = (b"x" * 500_000 for _ in range(10))  # 5 MB, chunked: no length up front
+    conn.request("POST", "/api/translate?model=pix2pix-synthetic", body=chunks, encode_chunked=True)
+    answer = conn.getresponse()
+    assert answer.status == 413 and "--max-upload-mb" in json_.loads(answer.read())["error"]
+    assert urllib.request.urlopen(f"{url}/health", timeout=5).status == 200
 
 
 def test_champion_and_challenger_side_by_side_on_a_test_image(site, page, tmp_path):

@@ -1,6 +1,7 @@
 """A real Prefect server on 127.0.0.1: serve the scheduled deployment, trigger it, watch it finish."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -112,3 +113,75 @@ def test_scheduled_deployment_runs_to_completion(tmp_path, reproduced):
         if serve is not None:
             _stop(serve)  # serve first, or it hangs pausing deployments on a dead server
         _stop(server)
+
+
+def test_batch_shards_run_as_flow_runs_of_a_work_pool(tmp_path, reproduced):
+    """The translate flow sends its two shards to the `pix2pix-translate-shard` deployment on a
+    process work pool; a real worker runs them; the job's results are whole."""
+    import csv
+
+    from PIL import Image
+
+    from pipeline.data.synthetic import generate
+
+    project = copy_workspace(reproduced[0], tmp_path / "project")
+    generate(tmp_path / "data", {"test": 8}, size=32, seed=5)
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for i, path in enumerate(sorted((tmp_path / "data" / "test").glob("*.png"))):
+        Image.open(path).convert("RGB").crop((32, 0, 64, 32)).save(inputs / f"{i}.png")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = tool_env(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=api)
+    server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=server_env, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    worker = None
+    try:
+
+        def healthy():
+            try:
+                return urllib.request.urlopen(f"{api}/health", timeout=2).status == 200
+            except OSError:
+                return False
+
+        _wait(healthy, 120, "the Prefect server")
+
+        def run(*args, timeout=300):
+            return subprocess.run(
+                [sys.executable, *args], env=env, cwd=project, capture_output=True, text=True, timeout=timeout
+            )
+
+        created = run("-m", "prefect", "work-pool", "create", "batch", "--type", "process")
+        assert created.returncode == 0, created.stdout + created.stderr
+        deployed = run("-m", "pipeline.ops.batch", "deploy", "--pool", "batch", "--name", "shards")
+        assert deployed.returncode == 0 and "pix2pix-translate-shard/shards" in deployed.stdout, deployed.stderr
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", "batch", "--limit", "2"],
+            env=env, cwd=project, stdout=open(logs / "worker.log", "w"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        out = tmp_path / "out"
+        job = run(
+            "-m", "pipeline.ops.batch", "run", "--model", "models:/pix2pix-synthetic@champion", "--input",
+            str(inputs), "--output", str(out), "--shards", "2", "--deployment", "shards", timeout=600,
+        )  # fmt: skip
+        assert job.returncode == 0, job.stderr[-3000:] + (logs / "worker.log").read_text()[-3000:]
+        lines = job.stdout.splitlines()
+        summary = json.loads("\n".join(lines[max(i for i, line in enumerate(lines) if line == "{") :]))
+        assert summary["ok"] == 8 and summary["translated"] == 8 and summary["version"] == "1"
+        with open(out / "results.csv", newline="") as f:
+            assert len(list(csv.DictReader(f))) == 8
+        runs = run("-m", "prefect", "flow-run", "ls", "--flow-name", "pix2pix-translate-shard", "-o", "json")
+        shard_runs = json.loads(runs.stdout)
+        assert len(shard_runs) == 2 and all("COMPLETED" in json.dumps(r.get("state")) for r in shard_runs), runs.stdout
+    finally:
+        if worker is not None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=60)
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=60)

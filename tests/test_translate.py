@@ -62,7 +62,7 @@ def test_a_folder_is_translated_with_a_manifest_and_bad_files_listed(model, tmp_
     photo(98).save(src / "batch1" / "img0001.jpg")  # writes the same output as img0001.png
     (src / ".hidden.png").write_bytes(b"x")
     out = tmp_path / "out"
-    summary = translate_folder(TranslateJob(str(model), str(src), str(out), max_megapixels=0.05))
+    summary = translate_folder(TranslateJob(str(model), str(src), str(out), workers=1, max_megapixels=0.05))
     table = {r["input"]: r for r in rows(out)}
     assert len(table) == 10 and summary["total"] == 10
     ok = [r for r in table.values() if r["status"] == "ok"]
@@ -85,7 +85,7 @@ def test_a_folder_is_translated_with_a_manifest_and_bad_files_listed(model, tmp_
 def test_a_rerun_skips_what_is_done_and_translates_only_what_is_new(model, tmp_path):
     src = make_inputs(tmp_path / "in", 6)
     out = tmp_path / "out"
-    job = lambda: TranslateJob(str(model), str(src), str(out))  # noqa: E731
+    job = lambda: TranslateJob(str(model), str(src), str(out), workers=1)  # noqa: E731
     first = translate_folder(job())
     before = outputs(out)
     again = translate_folder(job())
@@ -105,7 +105,7 @@ def test_a_rerun_skips_what_is_done_and_translates_only_what_is_new(model, tmp_p
 def test_workers_write_the_same_bytes_as_one_process(model, tmp_path):
     src = make_inputs(tmp_path / "in", 9)
     one, two = tmp_path / "one", tmp_path / "two"
-    translate_folder(TranslateJob(str(model), str(src), str(one), threads=1))
+    translate_folder(TranslateJob(str(model), str(src), str(one), workers=1, threads=1))
     summary = translate_folder(TranslateJob(str(model), str(src), str(two), workers=2, threads=1))
     assert summary["translated"] == 9 and summary["failed"] == 0
     assert outputs(one) == outputs(two)
@@ -152,7 +152,7 @@ def test_drift_is_flagged_on_shifted_inputs_and_not_on_more_of_the_same(model, t
         Image.eval(labels, lambda v: v // 3).save(dark / f"{i}.png")
     for folder, expected in ((fresh, False), (dark, True)):
         out = tmp_path / f"out-{folder.name}"
-        summary = translate_folder(TranslateJob(str(model_dir / "last.pt"), str(folder), str(out)))
+        summary = translate_folder(TranslateJob(str(model_dir / "last.pt"), str(folder), str(out), workers=1))
         report = json.loads((out / "drift.json").read_text())
         assert summary["drift"] is expected and report["tested"] is True and report["drift"] is expected, report
         assert report["count"] == 30 and report["reference_count"] == 60 and report["threshold"] == 0.01 / 8

@@ -38,7 +38,10 @@ from ..tracking.registry import CHAMPION
 from ..tracking.run import connect, project_root, tracking_uri
 
 PAGE = Path(__file__).with_name("app.html")
-DEFAULT_MAX_MEGAPIXELS = 8.0  # a 2-core CPU translates ~4 MP in a few seconds
+# Uploads over one tile (pix2pix.tiling, ~1 MP) are translated in blended tiles, in bounded
+# memory; 25 MP (a 5000 x 5000 scan) takes about a minute on a 2-core CPU.
+DEFAULT_MAX_MEGAPIXELS = 25.0
+DEFAULT_MAX_UPLOAD_MB = 64.0  # request bodies over this are refused before they are read
 
 
 class UploadError(Pix2PixError, ValueError):
@@ -69,6 +72,29 @@ def read_upload(data: bytes, max_pixels: int) -> Image.Image:
     except Exception:  # noqa: BLE001 - Pillow raises many types for bad bytes
         raise UploadError("not a readable image (PNG, JPEG, WebP, BMP, TIFF); choose an image file") from None
     return to_channels(img, 3)
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refused (413) as soon as it is known to be over `max_bytes`: from its
+    Content-Length before reading anything, else while it streams in."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise UploadTooLarge(int(declared), max_bytes)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise UploadTooLarge(size, max_bytes)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class UploadTooLarge(UploadError):
+    def __init__(self, size: int, limit: int):
+        super().__init__(
+            f"the upload is {size / 1e6:.0f} MB{'+' if size <= limit * 2 else ''}, more than this page accepts "
+            f"({limit / 1e6:.0f} MB); send a smaller file or start the page with a larger --max-upload-mb"
+        )
 
 
 def data_uri(image: Image.Image | np.ndarray) -> str:
@@ -156,15 +182,18 @@ class TestSplit:
         return (a, b) if self.direction == "AtoB" else (b, a)
 
 
-def create_app(root: Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> FastAPI:
+def create_app(
+    root: Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
+) -> FastAPI:
     registry = Registry(root)
     tests = TestSplit(root)
     max_pixels = int(max_megapixels * 1e6)
+    max_bytes = int(max_upload_mb * 1e6)
     app = FastAPI(title="pix2pix models", docs_url=None, redoc_url=None)
 
     @app.exception_handler(Pix2PixError)
     async def user_error(request, exc):  # shown on the page; the server keeps serving
-        return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"error": str(exc)}, status_code=413 if isinstance(exc, UploadTooLarge) else 400)
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
@@ -192,7 +221,7 @@ def create_app(root: Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> Fa
         if test_id:
             source, target = tests.pair(test_id)
         else:
-            source, target = read_upload(await request.body(), max_pixels), None
+            source, target = read_upload(await read_body(request, max_bytes), max_pixels), None
         array = np.asarray(source)
         outputs = {}
         for ref in [r for r in refs.split(",") if r]:
@@ -215,14 +244,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=7860)
     parser.add_argument("--project", type=Path, default=Path("."), help="project folder: its mlflow.db and test split")
     parser.add_argument(
-        "--max-megapixels", type=float, default=DEFAULT_MAX_MEGAPIXELS, help="largest upload translated"
+        "--max-megapixels",
+        type=float,
+        default=DEFAULT_MAX_MEGAPIXELS,
+        help=f"largest upload translated, in tiles when over ~1 MP (default: {DEFAULT_MAX_MEGAPIXELS:g})",
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=DEFAULT_MAX_UPLOAD_MB,
+        help=f"request bodies over this are refused before they are read (default: {DEFAULT_MAX_UPLOAD_MB:g})",
     )
     args = parser.parse_args(argv)
     import uvicorn
 
     root = project_root(args.project)
     print(f"pix2pix models from {tracking_uri(root)} on http://{args.host}:{args.port}", file=sys.stderr)
-    uvicorn.run(create_app(root, args.max_megapixels), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(
+        create_app(root, args.max_megapixels, args.max_upload_mb), host=args.host, port=args.port, log_level="warning"
+    )
     return 0
 
 

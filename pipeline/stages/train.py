@@ -1,6 +1,7 @@
 """Stage 3: train pix2pix on the manifest's train split (CUDA when present, else CPU).
 
-Writes models/checkpoints/ (last.pt + rotated epoch checkpoints + sample grids) and, through
+Writes models/checkpoints/ (last.pt + rotated epoch checkpoints + sample grids + the drift
+reference of the training inputs, input_reference.json) and, through
 dvclive (pipeline/history.py), metrics/train/metrics.json (DVC metrics) and one history file
 per reported quantity for `dvc plots`.
 
@@ -19,7 +20,7 @@ import time
 
 import torch
 
-from pix2pix import distributed
+from pix2pix import distributed, drift
 from pix2pix.callbacks import Callback, SampleSaver
 from pix2pix.data import PairedDataset
 from pix2pix.distributed import select_device
@@ -90,6 +91,9 @@ def main() -> None:
         if Trainer(cfg, train, CHECKPOINTS, val_data=val, resume=resume).fit()["status"] is Status.INTERRUPTED:
             raise KeyboardInterrupt
         return
+    reference = CHECKPOINTS / drift.REFERENCE_NAME  # the inputs' statistics: what batch jobs check for drift
+    if not reference.is_file():
+        drift.write_reference(drift.reference_from_pairs(train.pairs, cfg.data), reference)
     tags = {
         "data_fingerprint": fingerprint["data"],
         "torch": torch.__version__,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pix2pix.drift import REFERENCE_NAME
 from pix2pix.metrics import METRIC_NAMES
 
 from ..config import PipelineConfig
@@ -88,8 +89,20 @@ def keep_first_version(client, name: str, run_id: str, checkpoint_sha256: str) -
     return str(first)
 
 
+def model_artifacts(onnx_path: Path) -> dict[str, str]:
+    """The registered pyfunc's files: the ONNX generator and, when export wrote one, the drift
+    reference beside it (under the same name, so `pix2pix translate` finds it in the download)."""
+    artifacts = {"generator": str(onnx_path)}
+    reference = onnx_path.parent / REFERENCE_NAME
+    if reference.is_file():
+        artifacts["input_reference"] = str(reference)
+    return artifacts
+
+
 def register_generator(mlflow, name: str, onnx_path: Path, input_nc: int, output_nc: int, tags: dict[str, str]) -> str:
     """Log the pyfunc into the active run, register it, tag it, set aliases; returns the version.
+    The drift reference beside the ONNX file (input_reference.json) goes into the model too, so
+    every consumer of a version has it.
     `tags["checkpoint_sha256"]` makes it idempotent: that checkpoint's version from this run is reused."""
     from mlflow.exceptions import MlflowException
     from mlflow.models import ModelSignature
@@ -112,7 +125,7 @@ def register_generator(mlflow, name: str, onnx_path: Path, input_nc: int, output
         info = mlflow.pyfunc.log_model(
             name="generator",
             python_model=str(SERVING_CODE),
-            artifacts={"generator": str(onnx_path)},
+            artifacts=model_artifacts(onnx_path),
             code_paths=[str(LIBRARY)],
             signature=signature,
             input_example=example,
