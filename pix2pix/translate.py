@@ -35,6 +35,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -357,9 +358,20 @@ def exclusive(job: TranslateJob):
         yield
 
 
+def remove_temporaries(out: Path) -> int:
+    """Delete what a killed job left half-written (atomic writes' `.NAME.*.tmp` files): only
+    when no shard is writing, as `finish` runs."""
+    stale = [p for p in out.rglob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def finish(job: TranslateJob) -> dict[str, Any]:
     """Merge the shards' part files into `results.csv` (one row per input, sorted), write
-    `drift.json` (and `drift.png` where matplotlib is installed); returns the counts."""
+    `drift.json` (and `drift.png` where matplotlib is installed), remove what killed runs left
+    half-written; returns the counts."""
+    remove_temporaries(Path(job.output))
     items, refused = plan(job)
     rows = recorded(job)
     wanted = [i.input for i in items] + list(refused)
@@ -406,24 +418,28 @@ def drift_of(job: TranslateJob, ok_rows: list[dict]) -> dict[str, Any]:
 
 
 def plot_drift(job: TranslateJob, ok_rows: list[dict]) -> Path | None:
-    """drift.png: the reference's and this batch's distribution of each statistic (matplotlib's
-    Agg canvas directly: pyplot's backend machinery would double the import time)."""
+    """drift.png beside the results, when there is a reference and matplotlib is installed."""
     path = _reference_path(job)
+    if path is None or not ok_rows:
+        return None
+    return plot_distributions(drift.load_reference(path), ok_rows, Path(job.output) / "drift.png")
+
+
+def plot_distributions(reference: dict, rows: list[dict], path: Path | str) -> Path | None:
+    """A PNG of each tested statistic's distribution, training inputs against `rows`; None
+    where matplotlib is not installed (its Agg canvas directly: pyplot would double the import)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
         return None
-    if path is None or not ok_rows:
-        return None
-    reference = drift.load_reference(path)
     names = reference["statistics"]
     columns = (len(names) + 1) // 2
     fig = Figure(figsize=(3 * columns, 5.5))
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, columns)
     for ax, name in zip(axes.flat, names, strict=False):
-        current = [float(r[name]) for r in ok_rows if r.get(name)]
+        current = [float(r[name]) for r in rows if r.get(name) not in (None, "")]
         ax.hist(reference["values"][name], bins=30, alpha=0.6, density=True, label="training inputs")
         ax.hist(current, bins=30, alpha=0.6, density=True, label="this batch")
         ax.set_title(name, fontsize=9)
@@ -432,9 +448,7 @@ def plot_drift(job: TranslateJob, ok_rows: list[dict]) -> Path | None:
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     fig.tight_layout()
-    out = Path(job.output) / "drift.png"
-    atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=80))
-    return out
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=80))
 
 
 def count_recorded(job: TranslateJob) -> tuple[int, int]:
@@ -489,7 +503,14 @@ def _run_workers(job: TranslateJob, started: float, report, total: int) -> dict[
         while pending:
             finished = {f for f in pending if f.done()}
             for f in finished:
-                for k, v in f.result().items():
+                try:
+                    counts = f.result()
+                except BrokenProcessPool:
+                    raise TranslateError(
+                        f"{job.output}: a worker process died (out of memory?); run the same command again to "
+                        "resume, with fewer --workers or a smaller --tile-megapixels"
+                    ) from None
+                for k, v in counts.items():
                     totals[k] += v
             pending -= finished
             done, failed = count_recorded(job)
