@@ -29,7 +29,8 @@ def harness(tmp_path_factory):
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness():
+    # Beside two team stacks the temporary server can take minutes to answer (30 s by default).
+    with prefect_test_harness(server_startup_timeout=300):
         yield
 
 

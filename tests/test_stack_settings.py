@@ -83,3 +83,20 @@ def test_up_refuses_before_starting_anything(tmp_path):
         and len(r.stderr.splitlines()) == 1
     )
     assert not (tmp_path / "stack" / "state.json").exists()
+
+
+def test_a_secret_that_begins_with_a_dash_reaches_the_dvc_remote(clean_env, tmp_path):
+    """token_urlsafe begins one secret in 64 with "-", which dvc's argument parser took for an
+    option (a CI run's three fault tests failed on it); the values now follow `--`."""
+    from pipeline.ops.stack.control import connect_dvc_remote
+
+    clean_env.setenv("P2P_S3_ENDPOINT", "http://127.0.0.1:9")
+    clean_env.setenv("AWS_ACCESS_KEY_ID", "-key")
+    clean_env.setenv("AWS_SECRET_ACCESS_KEY", "-AQLOePEgtSg-CVE4")
+    project = tmp_path / "ws"
+    project.mkdir()
+    for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(cmd, cwd=project, check=True, env=tool_env(), capture_output=True)
+    assert connect_dvc_remote(Settings.from_env(), project) == "s3://pix2pix/dvcstore"
+    local = (project / ".dvc" / "config.local").read_text()
+    assert "secret_access_key = -AQLOePEgtSg-CVE4" in local and "access_key_id = -key" in local

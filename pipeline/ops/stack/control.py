@@ -48,14 +48,15 @@ def down(s: Settings, services: list[str] | None = None) -> dict[str, str]:
 
 def connect_dvc_remote(s: Settings, project: Path, remote: str = "team") -> str:
     """Make s3://<bucket>/dvcstore the workspace's default DVC remote. Everything is written
-    with --local (.dvc/config.local, which git ignores): endpoint and keys never reach git."""
+    with --local (.dvc/config.local, which git ignores): endpoint and keys never reach git.
+    `--` before the values: a key may begin with "-" (token_urlsafe makes one in 64 so)."""
     key, secret = s3_credentials(s)
     url = f"s3://{s.bucket}/dvcstore"
     for args in (
-        ["remote", "add", "--local", "--force", "--default", remote, url],
-        ["remote", "modify", "--local", remote, "endpointurl", s.s3_url],
-        ["remote", "modify", "--local", remote, "access_key_id", key],
-        ["remote", "modify", "--local", remote, "secret_access_key", secret],
+        ["remote", "add", "--local", "--force", "--default", "--", remote, url],
+        ["remote", "modify", "--local", "--", remote, "endpointurl", s.s3_url],
+        ["remote", "modify", "--local", "--", remote, "access_key_id", key],
+        ["remote", "modify", "--local", "--", remote, "secret_access_key", secret],
     ):
         r = subprocess.run(
             [sys.executable, "-m", "dvc", *args], cwd=project, env=tool_env(), capture_output=True, text=True
