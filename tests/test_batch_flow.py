@@ -121,6 +121,10 @@ def test_the_champion_translates_a_folder_in_two_shards_and_finds_no_drift(proje
     run = client.get_run(summary["mlflow_run_id"])
     assert run.data.metrics["ok"] == 30 and run.data.tags["drift"] == "false"
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"results.csv", "drift.json"}
+    assert run.info.artifact_uri.startswith((project / "mlartifacts").as_uri())  # beside the project's store
+    from mlflow.tracking import fluent
+
+    assert fluent._active_experiment_id is None and "MLFLOW_EXPERIMENT_ID" not in os.environ  # nothing leaked
     again = translate_batch(
         model="models:/pix2pix-synthetic@champion", input=str(fresh), output=str(out), shards=2, project=str(project)
     )

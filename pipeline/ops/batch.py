@@ -30,6 +30,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import chdir, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,23 @@ class BatchError(Pix2PixError, RuntimeError):
 # --- the model, resolved once ----------------------------------------------------------------
 
 
+@contextmanager
+def project_store(root: Path) -> Iterator[Any]:
+    """The mlflow module pointed at the project's store, with the project as working folder (a
+    sqlite store keeps its artifacts beside it); MLflow's URI and the folder are put back after,
+    so nothing leaks into the caller (a worker, a test)."""
+    import mlflow
+
+    from pipeline.tracking.run import connect
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    with chdir(root):
+        try:
+            yield connect(root)
+        finally:
+            mlflow.set_tracking_uri(saved)
+
+
 def resolve_model(model: str, root: Path, cache: Path) -> dict[str, str]:
     """{"path": local ONNX (or checkpoint) file, "id": what results record, "version"}.
 
@@ -66,24 +85,24 @@ def resolve_model(model: str, root: Path, cache: Path) -> dict[str, str]:
         return {"path": str(path), "id": "", "version": ""}
     from mlflow.exceptions import MlflowException
 
-    from pipeline.tracking.run import connect, shown_uri, tracking_uri
+    from pipeline.tracking.run import shown_uri, tracking_uri
 
     spec = model.removeprefix("models:/")
     name, sep, alias = spec.partition("@")
     version = None if sep else name.rpartition("/")[2]
     name = name if sep else name.rpartition("/")[0]
-    mlflow = connect(root)
-    client = mlflow.MlflowClient()
-    try:
-        mv = client.get_model_version_by_alias(name, alias) if sep else client.get_model_version(name, version)
-    except MlflowException as e:
-        raise BatchError(
-            f"{model}: no such registered model version or alias in {shown_uri(tracking_uri(root))} "
-            f"({first_line(e)}); list them in the MLflow UI or on the model page"
-        ) from None
-    target = cache / f"{name}-v{mv.version}"
-    if not any(target.rglob("generator.onnx")):
-        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(target))
+    with project_store(root) as mlflow:
+        client = mlflow.MlflowClient()
+        try:
+            mv = client.get_model_version_by_alias(name, alias) if sep else client.get_model_version(name, version)
+        except MlflowException as e:
+            raise BatchError(
+                f"{model}: no such registered model version or alias in {shown_uri(tracking_uri(root))} "
+                f"({first_line(e)}); list them in the MLflow UI or on the model page"
+            ) from None
+        target = cache / f"{name}-v{mv.version}"
+        if not any(target.rglob("generator.onnx")):
+            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(target))
     onnx = next(target.rglob("generator.onnx"), None)
     if onnx is None:
         raise BatchError(f"{model} (version {mv.version}) has no generator.onnx; export it with ONNX")
@@ -222,12 +241,15 @@ def translate_shard(job: dict, index: int, count: int) -> Any:
 def log_to_mlflow(root: Path, summary: dict, out: Path) -> str | None:
     """One run per batch in the `pix2pix-translate` experiment: counts, rate, drift statistics
     and the reports as artifacts. Returns the run id, or None when tracking is unavailable."""
-    from pipeline.tracking.run import connect, warn_tracking
+    from pipeline.tracking.run import ensure_experiment, warn_tracking
 
     try:
-        mlflow = connect(root)
-        mlflow.set_experiment(EXPERIMENT)
-        with mlflow.start_run(run_name=f"translate {summary['model']}") as run:
+        with (
+            project_store(root) as mlflow,
+            mlflow.start_run(
+                experiment_id=ensure_experiment(mlflow, EXPERIMENT), run_name=f"translate {summary['model']}"
+            ) as run,
+        ):
             mlflow.log_params({k: summary[k] for k in ("model", "input", "output", "shards")})
             mlflow.log_metrics(
                 {k: float(summary[k]) for k in ("total", "ok", "failed", "translated", "images_per_s")}
@@ -306,7 +328,7 @@ def translate_batch(
     work = local_out / ".translate"
     resolved = resolve_model(model, root, work / "models")
     logger.info("model %s -> %s", model, resolved["id"] or resolved["path"])
-    local_in = input
+    local_in = str(Path(input).resolve()) if not is_s3(input) else input
     if is_s3(input):
         staged = root / ".translate-work" / "inputs" / input.removeprefix("s3://")
         logger.info("%s: %d objects staged in %s", input, stage_inputs(input, staged), staged)
