@@ -80,6 +80,7 @@ def unet_runner(gain: float = 0.05) -> GeneratorRunner:
     return GeneratorRunner(g, 3, 3, g.multiple, {"data": {"crop_size": 32}}, module=g)
 
 
+@pytest.mark.slow
 def test_tiled_output_matches_one_full_pass_and_blending_hides_the_seams():
     """1024x1024 against one full pass (the issue's seam check: <= 2/255 mean absolute
     difference); cutting tiles without overlap does visibly worse at their edges."""

@@ -130,6 +130,7 @@ def test_bad_jobs_fail_before_any_work_with_one_line(model, tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_drift_is_flagged_on_shifted_inputs_and_not_on_more_of_the_same(model, tmp_path):
     """The reference (as `pix2pix train` writes it beside its checkpoints) against 30 new
     inputs like the training ones (not flagged) and the same images darkened (flagged)."""
