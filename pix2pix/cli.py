@@ -189,21 +189,20 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 
 def _add_tiling_flags(p: argparse.ArgumentParser) -> None:
-    from .config import TILE_MEGAPIXELS as DEFAULT_TILE_MEGAPIXELS
-    from .config import TILE_OVERLAP as DEFAULT_OVERLAP
+    from .config import TILE_MEGAPIXELS, TILE_OVERLAP
 
     p.add_argument(
         "--tile-megapixels",
         type=float,
-        default=DEFAULT_TILE_MEGAPIXELS,
+        default=TILE_MEGAPIXELS,
         help="pixels one network pass may see (the memory budget); larger images are translated in overlapping, "
-        f"blended tiles (default: {DEFAULT_TILE_MEGAPIXELS:g})",
+        f"blended tiles (default: {TILE_MEGAPIXELS:g})",
     )
     p.add_argument(
         "--overlap",
         type=int,
-        default=DEFAULT_OVERLAP,
-        help=f"pixels neighbouring tiles share (default: {DEFAULT_OVERLAP})",
+        default=TILE_OVERLAP,
+        help=f"pixels neighbouring tiles share (default: {TILE_OVERLAP})",
     )
 
 

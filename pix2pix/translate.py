@@ -53,7 +53,7 @@ RESULTS = "results.csv"
 DRIFT = "drift.json"
 DEFAULT_MAX_MEGAPIXELS = 150.0
 FIELDS = ["input", "input_sha256", "output", "output_bytes", "model", "status", "reason", "seconds", "width", "height"]
-STAT_FIELDS = list(("brightness", "contrast") + drift.COLOUR + drift.TEXTURE)
+STAT_FIELDS = list(drift.INTENSITY + drift.COLOUR + drift.TEXTURE)
 
 
 class TranslateError(Pix2PixError, RuntimeError):

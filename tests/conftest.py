@@ -391,6 +391,19 @@ def copy_workspace(src: Path, dest: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def prefect_harness(tmp_path_factory):
+    """Prefect's test harness (a temporary server) for the in-process flows of one module."""
+    os.environ.setdefault("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # an earlier in-process test may have exported one
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    from prefect.testing.utilities import prefect_test_harness
+
+    # Beside two team stacks the temporary server can take minutes to answer (30 s by default).
+    with prefect_test_harness(server_startup_timeout=300):
+        yield
+
+
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """A real team stack of its own for each test module that asks (tests/team_stack.py)."""
     from team_stack import running_stack

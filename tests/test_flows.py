@@ -9,21 +9,7 @@ import pytest
 from conftest import copy_workspace, tool_env
 
 # One group: one Prefect test harness and one workspace for the module, in one process.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flows")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def harness(tmp_path_factory):
-    import os
-
-    os.environ.setdefault("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
-    os.environ.pop("MLFLOW_TRACKING_URI", None)  # an earlier in-process test may have exported one
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    from prefect.testing.utilities import prefect_test_harness
-
-    # Beside two team stacks the temporary server can take minutes to answer (30 s by default).
-    with prefect_test_harness(server_startup_timeout=300):
-        yield
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flows"), pytest.mark.usefixtures("prefect_harness")]
 
 
 @pytest.fixture(scope="module")

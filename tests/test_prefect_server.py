@@ -35,30 +35,41 @@ def _stop(proc, timeout=60):
             proc.wait()
 
 
-def test_scheduled_deployment_runs_to_completion(tmp_path, reproduced):
-    project = copy_workspace(reproduced[0], tmp_path / "project")
+def _start_server(tmp_path):
+    """A Prefect server on a free port of 127.0.0.1 (its own process group); returns it, the
+    environment its clients need and the logs folder, once it answers."""
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = tool_env(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=api)
-    server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
     logs = tmp_path / "logs"
     logs.mkdir()
     server = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=server_env,
+        env={k: v for k, v in env.items() if k != "PREFECT_API_URL"},
         stdout=open(logs / "server.log", "w"),
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
+
+    def healthy():
+        try:
+            return urllib.request.urlopen(f"{api}/health", timeout=2).status == 200
+        except OSError:
+            return False
+
+    try:
+        _wait(healthy, 120, "the Prefect server")
+    except BaseException:
+        _stop(server)
+        raise
+    return server, env, logs
+
+
+def test_scheduled_deployment_runs_to_completion(tmp_path, reproduced):
+    project = copy_workspace(reproduced[0], tmp_path / "project")
+    server, env, logs = _start_server(tmp_path)
     serve = None
     try:
-
-        def healthy():
-            try:
-                return urllib.request.urlopen(f"{api}/health", timeout=2).status == 200
-            except OSError:
-                return False
-
-        _wait(healthy, 120, "the Prefect server")
         serve = subprocess.Popen(
             [
                 sys.executable,
@@ -130,26 +141,9 @@ def test_batch_shards_run_as_flow_runs_of_a_work_pool(tmp_path, reproduced):
     inputs.mkdir()
     for i, path in enumerate(sorted((tmp_path / "data" / "test").glob("*.png"))):
         Image.open(path).convert("RGB").crop((32, 0, 64, 32)).save(inputs / f"{i}.png")
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
-    env = tool_env(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_API_URL=api)
-    server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=server_env, stdout=open(logs / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+    server, env, logs = _start_server(tmp_path)
     worker = None
     try:
-
-        def healthy():
-            try:
-                return urllib.request.urlopen(f"{api}/health", timeout=2).status == 200
-            except OSError:
-                return False
-
-        _wait(healthy, 120, "the Prefect server")
 
         def run(*args, timeout=300):
             return subprocess.run(

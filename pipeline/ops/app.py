@@ -90,10 +90,10 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
 
 
 class UploadTooLarge(UploadError):
-    def __init__(self, size: int, limit: int):
+    def __init__(self, size: int, limit: int):  # size: declared, or read so far when it streams
         super().__init__(
-            f"the upload is {size / 1e6:.0f} MB{'+' if size <= limit * 2 else ''}, more than this page accepts "
-            f"({limit / 1e6:.0f} MB); send a smaller file or start the page with a larger --max-upload-mb"
+            f"the upload is at least {size / 1e6:.0f} MB, more than this page accepts ({limit / 1e6:.0f} MB); "
+            "send a smaller file or start the page with a larger --max-upload-mb"
         )
 
 
