@@ -1,4 +1,4 @@
-"""`pix2pix train | predict | translate | export | evaluate`.
+"""`pix2pix train | predict | translate | drift | export | evaluate`.
 
 Heavy modules (torch, torchvision) are imported inside each command so `--help` is instant.
 Every config field is also a flag with its help text and choices (`--epochs 5`,
@@ -188,6 +188,34 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 1 if summary["failed"] or summary["missing"] else 0
 
 
+def cmd_drift(args: argparse.Namespace) -> int:
+    from . import drift, monitor
+    from .errors import ImageError
+    from .files import atomic_write_text
+    from .translate import plot_distributions
+
+    ref = args.reference
+    if ref.is_dir():  # an export folder
+        ref = ref / drift.REFERENCE_NAME
+    elif ref.suffix != ".json":  # a model file: its reference beside it
+        ref = ref.parent / drift.REFERENCE_NAME
+    reference = drift.load_reference(ref)
+    key = monitor.reference_key(reference)
+    if not args.log.is_file():
+        raise ImageError(f"{args.log}: no input log here; serve the model with {monitor.LOG_ENV}={args.log}")
+    rows = list(monitor.read_log(args.log, key))
+    rows = rows[-args.window :] if args.window else rows
+    report = {**drift.drift_report(reference, rows), "reference": str(ref), "log": str(args.log)}
+    if args.output:
+        atomic_write_text(args.output, json.dumps(report, indent=2) + "\n")
+    if args.plot and rows:
+        plot_distributions(reference, rows, args.plot)
+    print(json.dumps(report, indent=2))
+    if report["drift"]:
+        print(f"pix2pix drift: warning: drift in {', '.join(report['drifted'])}", file=sys.stderr)
+    return 0
+
+
 def _add_tiling_flags(p: argparse.ArgumentParser) -> None:
     from .config import TILE_MEGAPIXELS, TILE_OVERLAP
 
@@ -314,6 +342,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", default="auto", choices=SWITCH, help=AMP_HELP)
     _add_tiling_flags(p)
     p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser(
+        "drift", help="drift report of what a served model received (its P2P_INPUT_LOG) against its training inputs"
+    )
+    p.add_argument("--log", type=Path, required=True, help="input log a served model or the page appended to")
+    p.add_argument(
+        "--reference", type=Path, required=True, help="input_reference.json, or a model file with one beside it"
+    )
+    p.add_argument("--window", type=int, default=500, help="report the last this many inputs (0: all; default 500)")
+    p.add_argument("--output", type=Path, help="write the report as JSON here too")
+    p.add_argument("--plot", type=Path, help="write a PNG of the distributions here (needs matplotlib)")
+    p.set_defaults(func=cmd_drift)
 
     p = sub.add_parser("export", help="export the generator to TorchScript and ONNX with a parity check")
     p.add_argument("--checkpoint", type=Path, required=True)

@@ -156,3 +156,28 @@ def test_bad_jobs_end_failed_with_one_line(project, inputs, object_store, tmp_pa
     for kwargs, expected in cases:
         state = translate_batch(output=str(tmp_path / "o"), project=str(project), return_state=True, **kwargs)
         assert state.is_failed() and expected in state.message and "\n" not in state.message, state.message
+
+
+def test_drift_can_start_the_retrain_deployment(project, inputs, tmp_path):
+    """`on_drift=retrain`: a batch that finds drift starts a run of the retrain deployment (a
+    real one, registered on a work pool as `flows deploy` does); one without drift starts none."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from pipeline.ops.batch import translate_batch
+    from pipeline.ops.flows import deploy
+
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="retrain-pool", type="process"))
+    deployment_id = deploy(project, "on-drift", "retrain-pool", "0 3 * * *", 0, {}, None)
+    fresh, dark = inputs
+    common = {"model": "models:/pix2pix-synthetic/1", "project": str(project), "on_drift": "retrain",
+              "retrain_deployment": "pix2pix-retrain/on-drift", "return_state": True}  # fmt: skip
+    calm = translate_batch(input=str(fresh), output=str(tmp_path / "calm"), **common).result()
+    assert calm["drift"] is False and "retrain_flow_run" not in calm
+    state = translate_batch(input=str(dark), output=str(tmp_path / "dark"), **common)
+    summary = state.result()
+    assert state.name == "Drift detected" and summary["retrain_flow_run"]
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(summary["retrain_flow_run"])
+    assert str(run.deployment_id) == deployment_id and run.parameters["project"] == str(project)

@@ -1,13 +1,15 @@
 """MLflow against a real tracking server: the pipeline's run, curves, images and registry."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import MlflowServer, free_port, tool_env, write_params
+from conftest import MlflowServer, free_port, run_cli, tool_env, write_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 STAGES = ("download", "split", "train", "evaluate", "export")
@@ -91,10 +93,22 @@ def test_registered_version_has_signature_tags_and_aliases(server, tracked_proje
     info = mlflow.models.get_model_info(f"models:/{name}/1")
     assert info.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "uint8"
 
-    model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    # The served model records what it receives against the registered training reference,
+    # into $P2P_INPUT_LOG, which `pix2pix drift` reports.
+    log = tracked_project / "served-inputs.jsonl"
+    os.environ["P2P_INPUT_LOG"] = str(log)
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    finally:
+        del os.environ["P2P_INPUT_LOG"]
     image = np.random.default_rng(0).integers(0, 256, (2, 40, 50, 3), dtype=np.uint8)
     out = model.predict(image)
     assert out.shape == (2, 40, 50, 3) and out.dtype == np.uint8
+    monitor = model.unwrap_python_model().monitor
+    assert monitor.report()["count"] == 2 and len(log.read_text().splitlines()) == 2
+    reference = next(Path(mlflow.artifacts.download_artifacts(f"models:/{name}/1")).rglob("input_reference.json"))
+    r = run_cli("drift", "--log", log, "--reference", reference)
+    assert r.returncode == 0 and json.loads(r.stdout)["count"] == 2 and not json.loads(r.stdout)["tested"], r.stderr
 
     # Exporting the same checkpoint again (a re-run stage, a retried flow) registers nothing new.
     run_stage(tracked_project, "export", MLFLOW_TRACKING_URI=server)
@@ -166,9 +180,17 @@ def test_model_page_api_works_against_the_tracking_server(server, tracked_projec
     assert (
         r.status_code == 200 and set(r.json()["outputs"]) == {"champion", "challenger"} and r.json()["size"] == [40, 30]
     )
+    versions = {ref: out["version"] for ref, out in r.json()["outputs"].items()}
     test_id = client.get("/api/test-images").json()[0]
     r = client.post("/api/translate", params={"model": "pix2pix-synthetic", "test_id": test_id})
     assert r.status_code == 200 and r.json()["target"].startswith("data:image/png;base64,")
+    # What the versions received, against their training inputs: both were trained on the same
+    # data (one reference), so each reports all three inputs: two uploads and the test image.
+    for ref in ("champion", "challenger"):
+        drift = client.get("/api/drift", params={"model": "pix2pix-synthetic", "ref": ref}).json()
+        assert drift["version"] == versions[ref] and drift["count"] == 3 and drift["tested"] is False, drift
+        assert drift["log"] == str(tracked_project / "monitoring/inputs.jsonl")
+    assert len((tracked_project / "monitoring/inputs.jsonl").read_text().splitlines()) == 3
     r = client.post("/api/translate", params={"model": "pix2pix-synthetic"}, content=b"")
     assert r.status_code == 400 and "empty (0 bytes)" in r.json()["error"]
     r = client.get("/api/version", params={"model": "pix2pix-synthetic", "ref": "staging"})

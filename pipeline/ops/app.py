@@ -5,6 +5,9 @@ challenger) or a version and see its test metrics, data fingerprint and tags; up
 of any size, or pick one from the project's test split, and see input | output (| target);
 put champion and challenger side by side on the same input. The output is what the
 registered pyfunc returns, the same pixels as `pix2pix predict` with that version's ONNX file.
+What each version receives is recorded (`pix2pix.monitor`, in `--input-log`, default
+monitoring/inputs.jsonl in the project) and the page shows its drift against the version's
+training inputs (`/api/drift`).
 
 The registry is the project's (its sqlite `mlflow.db`) or `MLFLOW_TRACKING_URI`'s. Binds
 127.0.0.1 unless told otherwise. FastAPI and uvicorn are already part of the stack (MLflow's
@@ -30,6 +33,7 @@ from PIL import Image
 
 from pix2pix.errors import Pix2PixError
 from pix2pix.images import Pair, open_halves, to_channels
+from pix2pix.monitor import LOG_ENV
 
 from ..config import load_config
 from ..data.manifest import held_out_split, read_manifest, to_pairs
@@ -42,6 +46,7 @@ PAGE = Path(__file__).with_name("app.html")
 # memory; 25 MP (a 5000 x 5000 scan) takes about a minute on a 2-core CPU.
 DEFAULT_MAX_MEGAPIXELS = 25.0
 DEFAULT_MAX_UPLOAD_MB = 64.0  # request bodies over this are refused before they are read
+INPUT_LOG = Path("monitoring") / "inputs.jsonl"  # in the project, unless $P2P_INPUT_LOG says otherwise
 
 
 class UploadError(Pix2PixError, ValueError):
@@ -108,7 +113,8 @@ def data_uri(image: Image.Image | np.ndarray) -> str:
 class Registry:
     """The registered models, their versions and aliases, and loaded pyfunc models (cached)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, input_log: Path | None = None):
+        self.input_log = input_log
         self.mlflow = connect(root)
         self.client = self.mlflow.MlflowClient()
         self._models: dict[tuple[str, str], Any] = {}
@@ -154,8 +160,22 @@ class Registry:
         key = (name, version)
         with self._lock:
             if key not in self._models:
-                self._models[key] = self.mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+                model = self.mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+                monitor = getattr(model.unwrap_python_model(), "monitor", None)
+                if monitor is not None and self.input_log and monitor.log is None:
+                    monitor.attach(self.input_log)
+                self._models[key] = model
             return self._models[key]
+
+    def drift(self, name: str, ref: str) -> dict:
+        """The drift report of what this version received (its last inputs, this page's and any
+        other process's sharing the log) against its training inputs."""
+        v = self.version(name, ref)
+        monitor = getattr(self.model(name, str(v.version)).unwrap_python_model(), "monitor", None)
+        if monitor is None:
+            return {"drift": False, "tested": False, "count": 0, "version": str(v.version),
+                    "reason": "this version was registered before inputs were recorded; re-export it"}  # fmt: skip
+        return {**monitor.report(), "version": str(v.version)}
 
 
 class TestSplit:
@@ -183,9 +203,12 @@ class TestSplit:
 
 
 def create_app(
-    root: Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
+    root: Path,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    input_log: Path | None = None,
 ) -> FastAPI:
-    registry = Registry(root)
+    registry = Registry(root, input_log or root / INPUT_LOG)
     tests = TestSplit(root)
     max_pixels = int(max_megapixels * 1e6)
     max_bytes = int(max_upload_mb * 1e6)
@@ -210,6 +233,10 @@ def create_app(
     @app.get("/api/version")
     def version(model: str, ref: str) -> dict:
         return registry.describe(model, ref)
+
+    @app.get("/api/drift")
+    def drift(model: str, ref: str) -> dict:
+        return registry.drift(model, ref)
 
     @app.get("/api/test-images")
     def test_images() -> list[str]:
@@ -255,14 +282,19 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_MAX_UPLOAD_MB,
         help=f"request bodies over this are refused before they are read (default: {DEFAULT_MAX_UPLOAD_MB:g})",
     )
+    parser.add_argument(
+        "--input-log",
+        type=Path,
+        help=f"where the drift statistics of what each model receives are appended "
+        f"(default: ${LOG_ENV}, else {INPUT_LOG} in the project)",
+    )
     args = parser.parse_args(argv)
     import uvicorn
 
     root = project_root(args.project)
     print(f"pix2pix models from {tracking_uri(root)} on http://{args.host}:{args.port}", file=sys.stderr)
-    uvicorn.run(
-        create_app(root, args.max_megapixels, args.max_upload_mb), host=args.host, port=args.port, log_level="warning"
-    )
+    app = create_app(root, args.max_megapixels, args.max_upload_mb, args.input_log)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 

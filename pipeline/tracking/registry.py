@@ -36,6 +36,7 @@ def model_name(source: str) -> str:
 
 def _requirements() -> list[str]:
     import onnxruntime
+    import scipy
     import torch
     import torchvision
     from PIL import __version__ as pillow
@@ -46,6 +47,7 @@ def _requirements() -> list[str]:
         f"onnxruntime=={onnxruntime.__version__}",
         f"pillow>={pillow.split('.')[0]}",
         "numpy",
+        f"scipy=={scipy.__version__}",  # the drift test of what the served model receives
     ]
 
 
