@@ -105,7 +105,9 @@ def _config_from_args(args: argparse.Namespace) -> Config:
         except ConfigError as e:
             raise ConfigError(f"{where}{e}") from None
     try:
-        values = recipes.apply(values, str(args.recipe or base.get("recipe") or "paper"), Config().to_dict())
+        kind = getattr(args, "model.kind", None) or values["model"].get("kind")
+        recipe = args.recipe or base.get("recipe") or recipes.default_for(kind)
+        values = recipes.apply(values, str(recipe), Config().to_dict())
     except ConfigError as e:
         raise ConfigError(f"{'' if args.recipe else where}{e}") from None
     for section, cls in SECTIONS.items():
@@ -124,24 +126,48 @@ def _split_dirs(root: Path, val: Path | None) -> tuple[Path, Path | None]:
     return root, val
 
 
+def _training_data(args: argparse.Namespace, cfg: Config):
+    """(train, val, where): the datasets `--data` holds for `model.kind`."""
+    from .data import PairedDataset, UnpairedDataset, discover_pairs
+
+    if cfg.model.kind == "paired":
+        train_dir, val_dir = _split_dirs(args.data, args.val)
+        train = PairedDataset(train_dir, cfg.data, train=True)
+        return train, PairedDataset(val_dir, cfg.data, train=False) if val_dir else None, train_dir
+    if cfg.data.pairs_apart:  # a paired set trained unpaired on purpose; validated on its real pairs
+        train_dir, val_dir = _split_dirs(args.data, args.val)
+        train = UnpairedDataset.from_pairs(discover_pairs(train_dir), cfg.data, seed=cfg.train.seed)
+        return train, PairedDataset(val_dir, cfg.data, train=False) if val_dir else None, train_dir
+    train = UnpairedDataset.from_folder(args.data, cfg.data, "train")
+    if args.val:
+        val = UnpairedDataset.from_folder(args.val, cfg.data, "test", train=False)
+    else:
+        split = next((s for s in ("val", "test") if (args.data / f"{s}A").is_dir()), None)
+        val = UnpairedDataset.from_folder(args.data, cfg.data, split, train=False) if split else None
+    return train, val, args.data
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)
     from . import drift
     from .callbacks import SampleSaver
-    from .data import PairedDataset
     from .train import Status, Trainer
 
-    train_dir, val_dir = _split_dirs(args.data, args.val)
-    train = PairedDataset(train_dir, cfg.data, train=True)
-    val = PairedDataset(val_dir, cfg.data, train=False) if val_dir else None
+    train, val, where = _training_data(args, cfg)
     reference = args.out / drift.REFERENCE_NAME  # what `translate` compares incoming images with
     if not reference.is_file():
-        drift.write_reference(drift.reference_from_pairs(train.pairs, cfg.data), reference)
+        if train.paired:
+            described = drift.reference_from_pairs(train.pairs, cfg.data)
+        else:
+            arrays = train.input_arrays(drift.REFERENCE_IMAGES)
+            described = drift.build_reference(arrays, cfg.data.input_nc, cfg.data.crop_size, "training inputs")
+        drift.write_reference(described, reference)
     trainer = Trainer(
         cfg, train, args.out, val_data=val, callbacks=[SampleSaver(args.out / "samples")], resume=not args.no_resume
     )
+    what = f"{len(train)} pairs" if train.paired else f"{len(train.inputs)} + {len(train.targets)} unpaired images"
     print(
-        f"training on {len(train)} pairs from {train_dir} ({trainer.device}), checkpoints in {args.out}; "
+        f"training {cfg.model.kind} on {what} from {where} ({trainer.device}), checkpoints in {args.out}; "
         f"{cfg.model.netG} generator, discriminator receptive field(s) {trainer.receptive_fields_D} px",
         file=sys.stderr,
     )
@@ -237,7 +263,7 @@ def _add_tiling_flags(p: argparse.ArgumentParser) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_generator
 
-    report = export_generator(args.checkpoint, args.out, formats=tuple(args.formats.split(",")))
+    report = export_generator(args.checkpoint, args.out, formats=tuple(args.formats.split(",")), which=args.generator)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -288,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         type=Path,
         required=True,
-        help="folder of A|B images or with A/ B/ subfolders; or with train/ (and val/) inside",
+        help="folder of A|B images or with A/ B/ subfolders; or with train/ (and val/) inside; unpaired: with "
+        "trainA/ trainB/ (and testA/ testB/) or A/ B/ folders",
     )
     p.add_argument("--val", type=Path, help="validation folder (default: DATA/val or DATA/test when DATA/train exists)")
     p.add_argument("--out", type=Path, required=True, help="folder for checkpoints (last.pt) and sample grids")
@@ -298,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--recipe",
         choices=list(recipes.RECIPES),
         help=f"a named way to train, on every model/train key left at its default: {recipes.help_text()} "
-        "(default: the config file's recipe:, else paper)",
+        "(default: the config file's recipe:, else paper; cyclegan with --kind unpaired)",
     )
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
@@ -359,6 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--formats", default="torchscript,onnx", help="comma-separated: torchscript, onnx")
+    p.add_argument(
+        "--generator",
+        choices=("AB", "BA"),
+        default="AB",
+        help="unpaired models: AB (the trained direction) or BA (the reverse generator) (default: AB)",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("evaluate", help="L1 / PSNR / SSIM of a model on a folder of pairs")

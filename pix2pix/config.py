@@ -32,6 +32,7 @@ NORMS = ("batch", "instance", "none")
 GENERATORS = ("unet", "resnet_9blocks", "resnet_6blocks")
 DISCRIMINATORS = ("patch", "pixel")
 GAN_MODES = ("vanilla", "lsgan", "hinge")
+KINDS = ("paired", "unpaired")
 SWITCH = ("auto", "true", "false")
 # The test and validation metrics (pix2pix/metrics.py computes them) and which way is better.
 HIGHER_IS_BETTER = {"l1": False, "psnr": True, "ssim": True}
@@ -90,6 +91,11 @@ class DataConfig:
     input_nc: int = option(3, "input channels: 1 = grayscale, 3 = RGB", (1, 3))
     output_nc: int = option(3, "output channels: 1 = grayscale, 3 = RGB", (1, 3))
     cache: bool = option(True, "keep decoded images in memory (fast epochs on small datasets)")
+    pairs_apart: bool = option(
+        False,
+        "model.kind unpaired on a paired dataset: its pairs are split apart (the A sides of one half, the B "
+        "sides of the other), so no pair is ever seen together; validation still scores against real pairs",
+    )
 
     def validate(self) -> DataConfig:
         s = "data"
@@ -111,6 +117,12 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    kind: str = option(
+        "paired",
+        "paired: pix2pix (cGAN + L1 on aligned pairs); unpaired: CycleGAN (two generators and discriminators, "
+        "cycle and identity L1) on two unrelated folders",
+        KINDS,
+    )
     netG: str = option(
         "unet",
         "generator: unet (the paper's; depth from crop_size) or a ResNet with 9 or 6 residual blocks "
@@ -169,6 +181,14 @@ class TrainConfig:
     beta2: float = option(0.999, "Adam beta2")
     gan_mode: str = option("vanilla", "adversarial loss", GAN_MODES)
     lambda_l1: float = option(100.0, "weight of the L1 loss against the GAN loss")
+    lambda_A: float = option(10.0, "unpaired: weight of the cycle loss A -> B -> A")
+    lambda_B: float = option(10.0, "unpaired: weight of the cycle loss B -> A -> B")
+    lambda_identity: float = option(
+        0.5,
+        "unpaired: weight of the identity loss (G(b) ~ b, F(a) ~ a), relative to lambda_A/B; needs input_nc "
+        "= output_nc; 0 = off",
+    )
+    pool_size: int = option(50, "unpaired: past generated images the discriminators also see; 0 = no pool")
     ema: float = option(
         0.0,
         "decay of an exponential moving average of the generator's weights, updated after every step "
@@ -240,7 +260,9 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             v = getattr(self, name)
             require(0.0 <= v < 1.0, f"{s}.{name}", f"got {v!r}; use a value in [0, 1)")
-        require(self.lambda_l1 >= 0, f"{s}.lambda_l1", f"got {self.lambda_l1!r}; use a value >= 0")
+        for name in ("lambda_l1", "lambda_A", "lambda_B", "lambda_identity", "pool_size"):
+            v = getattr(self, name)
+            require(v >= 0, f"{s}.{name}", f"got {v!r}; use a value >= 0")
         require(0.0 <= self.ema < 1.0, f"{s}.ema", f"got {self.ema!r}; use a decay in [0, 1), e.g. 0.999, or 0 for off")
         require(
             self.device == "auto" or self.device == "cpu" or self.device.startswith(("cuda", "mps")),
@@ -261,7 +283,25 @@ class Config:
         self.model.validate()
         self.train.validate()
         self._check_scales()
+        self._check_kind()
         return self
+
+    def _check_kind(self) -> None:
+        d, m, t = self.data, self.model, self.train
+        if m.kind == "paired":
+            require(not d.pairs_apart, "data.pairs_apart", "splits pairs apart for model.kind unpaired; set it false")
+            return
+        require(
+            m.lambda_feat == 0,
+            "model.lambda_feat",
+            "feature matching compares real and fake pairs, which unpaired training has not; set it to 0",
+        )
+        require(
+            t.lambda_identity == 0 or d.input_nc == d.output_nc,
+            "train.lambda_identity",
+            f"the identity loss feeds B images to the A -> B generator, which needs as many channels in as out "
+            f"(data.input_nc {d.input_nc}, data.output_nc {d.output_nc}); set train.lambda_identity 0",
+        )
 
     def _check_scales(self) -> None:
         """Every scale of a multi-scale discriminator must see at least its receptive field."""

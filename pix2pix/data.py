@@ -1,4 +1,6 @@
-"""Paired image data: A|B side-by-side images or separate A/ and B/ folders.
+"""Image data: pairs (A|B side-by-side images or A/ and B/ folders with matching names) and
+two unpaired domains (trainA/ + trainB/, the reference's unaligned layout, or A/ + B/ whose
+names and counts need not match; or a paired set split apart).
 
 Every random choice (crop offset, flip) comes from a generator seeded per (run seed, epoch,
 index), so an epoch's augmentations are the same whether it runs straight through or resumes
@@ -152,6 +154,8 @@ class PairedDataset(Dataset):
     training view drawn from that seed.
     """
 
+    paired = True
+
     def __init__(self, pairs: Sequence[Pair] | str | Path, cfg: DataConfig, train: bool = True):
         if isinstance(pairs, (str, Path)):
             self.pairs = discover_pairs(Path(pairs))
@@ -197,39 +201,201 @@ class PairedDataset(Dataset):
             a, b = self._eval_view(a, b)
         return {"input": to_unit_range(a), "target": to_unit_range(b), "name": self.pairs[index].name}
 
-    def _resize(self, img: torch.Tensor, size: int) -> torch.Tensor:
-        return resize_uint8(img, (size, size))
-
     def _random_view(self, a, b, gen: torch.Generator, pair: Pair):
-        cfg = self.cfg
-        if cfg.preprocess == "resize_and_crop":
-            a, b = self._resize(a, cfg.load_size), self._resize(b, cfg.load_size)
-        elif cfg.preprocess == "resize":
-            a, b = self._resize(a, cfg.crop_size), self._resize(b, cfg.crop_size)
-        elif cfg.preprocess == "crop" and a.shape[-2:] != b.shape[-2:]:
-            b = resize_uint8(b, a.shape[-2:])
-        if cfg.preprocess in ("resize_and_crop", "crop"):
-            h, w = a.shape[-2:]
-            if h < cfg.crop_size or w < cfg.crop_size:
-                raise ImageError(
-                    f"{pair.a}: {w}x{h} is smaller than data.crop_size {cfg.crop_size}; lower crop_size or "
-                    "use preprocess=resize_and_crop"
-                )
-            top = int(torch.randint(0, h - cfg.crop_size + 1, (1,), generator=gen))
-            left = int(torch.randint(0, w - cfg.crop_size + 1, (1,), generator=gen))
-            a = TF.crop(a, top, left, cfg.crop_size, cfg.crop_size)
-            b = TF.crop(b, top, left, cfg.crop_size, cfg.crop_size)
-        if cfg.flip and torch.rand((), generator=gen) < 0.5:
-            a, b = TF.horizontal_flip(a), TF.horizontal_flip(b)
-        return a, b
+        return random_view(self.cfg, a, b, gen, pair.a)
 
     def _eval_view(self, a, b):
-        cfg = self.cfg
-        if cfg.preprocess == "none":
-            return a, b
-        if cfg.preprocess == "crop":
-            return TF.center_crop(a, cfg.crop_size), TF.center_crop(b, cfg.crop_size)
-        return self._resize(a, cfg.crop_size), self._resize(b, cfg.crop_size)
+        return eval_view(self.cfg, a), eval_view(self.cfg, b)
+
+
+def _square(img: torch.Tensor, size: int) -> torch.Tensor:
+    return resize_uint8(img, (size, size))
+
+
+def random_view(cfg: DataConfig, a: torch.Tensor, b: torch.Tensor | None, gen: torch.Generator, path: Path):
+    """The training view of `a` and of its partner `b` (cropped and flipped alike; None for an
+    unpaired image), drawn from `gen`: resize, random crop, random flip as `cfg` says."""
+    if cfg.preprocess == "resize_and_crop":
+        a, b = _square(a, cfg.load_size), b if b is None else _square(b, cfg.load_size)
+    elif cfg.preprocess == "resize":
+        a, b = _square(a, cfg.crop_size), b if b is None else _square(b, cfg.crop_size)
+    elif cfg.preprocess == "crop" and b is not None and a.shape[-2:] != b.shape[-2:]:
+        b = resize_uint8(b, a.shape[-2:])
+    if cfg.preprocess in ("resize_and_crop", "crop"):
+        h, w = a.shape[-2:]
+        if h < cfg.crop_size or w < cfg.crop_size:
+            raise ImageError(
+                f"{path}: {w}x{h} is smaller than data.crop_size {cfg.crop_size}; lower crop_size or "
+                "use preprocess=resize_and_crop"
+            )
+        top = int(torch.randint(0, h - cfg.crop_size + 1, (1,), generator=gen))
+        left = int(torch.randint(0, w - cfg.crop_size + 1, (1,), generator=gen))
+        a = TF.crop(a, top, left, cfg.crop_size, cfg.crop_size)
+        b = b if b is None else TF.crop(b, top, left, cfg.crop_size, cfg.crop_size)
+    if cfg.flip and torch.rand((), generator=gen) < 0.5:
+        a, b = TF.horizontal_flip(a), b if b is None else TF.horizontal_flip(b)
+    return a, b
+
+
+def eval_view(cfg: DataConfig, img: torch.Tensor) -> torch.Tensor:
+    """The deterministic evaluation view of one image (resize, or centre crop, or as it is)."""
+    if cfg.preprocess == "none":
+        return img
+    if cfg.preprocess == "crop":
+        return TF.center_crop(img, cfg.crop_size)
+    return _square(img, cfg.crop_size)
+
+
+def discover_domains(root: Path, split: str = "train") -> tuple[list[Path], list[Path]]:
+    """The A and B images of an unpaired folder: `{split}A/` + `{split}B/` (the reference's
+    unaligned layout and the official CycleGAN archives), else `A/` + `B/`; names and counts need
+    not match. A paired folder (A|B images, or A/ and B/ with matching names and nothing else)
+    is refused with the way to train it unpaired on purpose."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ImageError(f"{root}: not a folder; point the data path at a folder with {split}A/ and {split}B/ folders")
+    for a_dir, b_dir in ((root / f"{split}A", root / f"{split}B"), (root / "A", root / "B")):
+        if a_dir.is_dir() or b_dir.is_dir():
+            break
+    else:
+        paired = any(is_image_file(p) for p in root.iterdir())
+        hint = (
+            "this folder holds A|B pairs: train it as pairs (model.kind paired), or unpaired on purpose with "
+            "data.pairs_apart true (--pairs-apart)"
+            if paired
+            else f"add {split}A/ and {split}B/ (or A/ and B/) folders of images"
+        )
+        raise ImageError(f"{root}: no {split}A/ + {split}B/ or A/ + B/ domain folders; {hint}")
+    domains = []
+    for folder in (a_dir, b_dir):
+        images = list_images(folder) if folder.is_dir() else []
+        if not images:
+            state = "is empty" if folder.is_dir() else "is missing"
+            raise ImageError(f"{folder}: the domain folder {state}; add images ({', '.join(IMAGE_EXTENSIONS)}) to it")
+        domains.append(images)
+    return domains[0], domains[1]
+
+
+def split_pairs_apart(pairs: Sequence[Pair], seed: int = 0) -> tuple[list[Pair], list[Pair]]:
+    """A paired set as two unrelated domains: a seeded half of the pairs gives its A sides, the
+    other half its B sides, so no pair is ever seen together."""
+    order = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(seed)).tolist()
+    if len(order) < 2:
+        raise ImageError(f"{len(order)} pair(s): splitting pairs apart needs at least 2")
+    half = len(order) // 2
+    return [pairs[i] for i in sorted(order[:half])], [pairs[i] for i in sorted(order[half:])]
+
+
+class UnpairedDataset(Dataset):
+    """Two unrelated domains as {"input", "target", "name"} in [-1, 1], where the target is an
+    image of the output domain unrelated to the input.
+
+    Its length is the larger domain's. Item (index, seed) draws the input domain's image at
+    `index` (modulo its size) and an image of the other domain at random from `seed`, each with
+    its own crop and flip, so an epoch is the same straight through or resumed; an int index is
+    the deterministic evaluation view (both domains at index modulo their sizes).
+
+    Built from two lists of image files (`from_folder`), or from pairs split apart
+    (`from_pairs`: the A or B half of each pair, as `direction` says)."""
+
+    paired = False
+
+    def __init__(self, domain_a: Sequence, domain_b: Sequence, cfg: DataConfig, train: bool = True):
+        self.domains = {"A": list(domain_a), "B": list(domain_b)}
+        for name, items in self.domains.items():
+            if not items:
+                raise ImageError(f"empty dataset: no images in domain {name}")
+        self.cfg = cfg
+        self.train = train
+        # The input domain comes first: A for AtoB, B for BtoA.
+        self.order = ("A", "B") if cfg.direction == "AtoB" else ("B", "A")
+        self.cache_enabled = cfg.cache
+        self._cache: dict[tuple[str, int], torch.Tensor] = {}
+        self._cached_bytes = 0
+
+    @classmethod
+    def from_folder(cls, root: Path | str, cfg: DataConfig, split: str = "train", train: bool = True):
+        a, b = discover_domains(Path(root), split)
+        return cls(a, b, cfg, train)
+
+    @classmethod
+    def from_pairs(cls, pairs: Sequence[Pair], cfg: DataConfig, seed: int = 0, train: bool = True):
+        a, b = split_pairs_apart(pairs, seed)
+        return cls([(p, "A") for p in a], [(p, "B") for p in b], cfg, train)
+
+    @property
+    def inputs(self) -> list:
+        return self.domains[self.order[0]]
+
+    @property
+    def targets(self) -> list:
+        return self.domains[self.order[1]]
+
+    def __len__(self) -> int:
+        return max(len(self.inputs), len(self.targets))
+
+    def _channels(self, domain: str) -> int:
+        return self.cfg.input_nc if domain == self.order[0] else self.cfg.output_nc
+
+    def _path(self, item) -> Path:
+        return item[0].a if isinstance(item, tuple) else Path(item)
+
+    def image_sizes(self) -> Iterator[tuple[int, int, int]]:
+        """(width, height, channels) of every image, from the file headers (or the manifest)."""
+        for domain, items in self.domains.items():
+            for item in items:
+                if isinstance(item, tuple):
+                    w, h = pair_half_size(item[0])
+                else:
+                    with open_image(item, decode=False) as img:
+                        w, h = img.size
+                yield w, h, self._channels(domain)
+
+    def decoded_bytes(self) -> int:
+        return sum(w * h * c for w, h, c in self.image_sizes())
+
+    def fits_in_cache(self) -> bool:
+        return self.cfg.cache and self.decoded_bytes() <= CACHE_LIMIT_BYTES
+
+    def input_arrays(self, limit: int, seed: int = 0) -> Iterator:
+        """Up to `limit` input-domain images (drawn with a fixed seed) as uint8 H x W x C
+        arrays: what the drift reference describes."""
+        src = self.order[0]
+        count = len(self.domains[src])
+        chosen = sorted(torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:limit].tolist())
+        for i in chosen:
+            yield self.decoded(src, i).permute(1, 2, 0).numpy()
+
+    def decoded(self, domain: str, index: int) -> torch.Tensor:
+        key = (domain, index)
+        if key in self._cache:
+            return self._cache[key]
+        item = self.domains[domain][index]
+        channels = self._channels(domain)
+        if isinstance(item, tuple):  # one half of a pair
+            pair, half = item
+            a, b = read_pair(pair, channels, channels, "AtoB")
+            img = a if half == "A" else b
+        else:
+            img = decode_uint8(Path(item), channels)
+        if self.cache_enabled and self._cached_bytes + img.numel() <= CACHE_LIMIT_BYTES:
+            self._cache[key] = img
+            self._cached_bytes += img.numel()
+        return img
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        index, seed = (key, None) if isinstance(key, int) else key
+        src, dst = self.order
+        i = index % len(self.domains[src])
+        if self.train and seed is not None:
+            gen = torch.Generator().manual_seed(seed)
+            j = int(torch.randint(0, len(self.domains[dst]), (), generator=gen))
+            a, _ = random_view(self.cfg, self.decoded(src, i), None, gen, self._path(self.domains[src][i]))
+            b, _ = random_view(self.cfg, self.decoded(dst, j), None, gen, self._path(self.domains[dst][j]))
+        else:
+            j = index % len(self.domains[dst])
+            a, b = eval_view(self.cfg, self.decoded(src, i)), eval_view(self.cfg, self.decoded(dst, j))
+        return {"input": to_unit_range(a), "target": to_unit_range(b), "name": self._path(self.domains[src][i]).stem}
 
 
 def loader_workers(setting: int | str, dataset: PairedDataset) -> int:

@@ -130,14 +130,17 @@ def export_onnx(
     return {"path": str(path), "max_abs_diff": diff, "opset": opset}
 
 
-def export_generator(checkpoint: Path | str, out_dir: Path | str, formats=("torchscript", "onnx")) -> dict[str, Any]:
-    """Write `generator.pt` (weights + config) and the requested formats into `out_dir`.
+def export_generator(
+    checkpoint: Path | str, out_dir: Path | str, formats=("torchscript", "onnx"), which: str = "AB"
+) -> dict[str, Any]:
+    """Write `generator.pt` (weights + config) and the requested formats into `out_dir`; an
+    unpaired model's A -> B generator, or with `which="BA"` its B -> A one (a model of its own).
 
     Returns a report with each file and its parity result, for model cards and logs.
     """
     out_dir = Path(out_dir)
     state = load_checkpoint(checkpoint)
-    g, cfg = generator_from_state(state)
+    g, cfg = generator_from_state(state, which)
     config = cfg.to_dict()
     weights = out_dir / "generator.pt"
     save_checkpoint({"generator": g.state_dict(), "config": config, "step": state.get("step", 0), "format": 1}, weights)
@@ -147,6 +150,7 @@ def export_generator(checkpoint: Path | str, out_dir: Path | str, formats=("torc
         "multiple": g.multiple,
         "config": config,
         "selection": state.get("selection") or {},  # how best.pt was chosen, when it was
+        "generator_direction": which,
     }
     unknown = set(formats) - {"torchscript", "onnx"}
     if unknown:
@@ -155,7 +159,9 @@ def export_generator(checkpoint: Path | str, out_dir: Path | str, formats=("torc
         report["torchscript"] = export_torchscript(g, config, out_dir / "generator.ts")
     if "onnx" in formats:
         report["onnx"] = export_onnx(g, config, out_dir / "generator.onnx")
-    reference = drift.reference_beside(checkpoint)  # travels with the model: translate finds it
+    # The reference of the training inputs travels with the model (translate finds it); it
+    # describes domain A, so the reverse generator of an unpaired model goes without one.
+    reference = drift.reference_beside(checkpoint) if which == "AB" else None
     if reference is not None:
         report["input_reference"] = str(atomic_write_bytes(out_dir / drift.REFERENCE_NAME, reference.read_bytes()))
     return report

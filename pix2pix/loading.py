@@ -16,7 +16,7 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .config import Config
-from .errors import ExportError
+from .errors import CheckpointError, ExportError
 from .networks import UNetGenerator, build_generator
 from .performance import autocast_dtype
 
@@ -63,12 +63,26 @@ def in_precision(
     return run
 
 
-def generator_from_state(state: dict) -> tuple[UNetGenerator, Config]:
+def generator_from_state(state: dict, which: str = "AB") -> tuple[UNetGenerator, Config]:
     """Rebuild the generator (eval mode) from a loaded checkpoint dict: the EMA weights when the
-    run kept them (train.ema), else the trained ones."""
+    run kept them (train.ema), else the trained ones. `which="BA"`: an unpaired model's reverse
+    generator, with a config that describes it as a model of its own (channels and direction
+    swapped), so every consumer loads it like any generator."""
     cfg = Config.from_dict(state["config"])
+    if which == "AB":
+        g = build_generator(cfg.model, cfg.data.input_nc, cfg.data.output_nc, cfg.data.crop_size)
+        g.load_state_dict(state.get("generator_ema", state["generator"]))
+        return g.eval(), cfg
+    if which != "BA" or "generator_BA" not in state:
+        why = "only an unpaired model has a B -> A generator" if which == "BA" else "use AB or BA"
+        raise CheckpointError(f"generator {which!r}: {why}")
+    values = cfg.to_dict()
+    d = values["data"]
+    d["input_nc"], d["output_nc"] = d["output_nc"], d["input_nc"]
+    d["direction"] = "BtoA" if d["direction"] == "AtoB" else "AtoB"
+    cfg = Config.from_dict(values)
     g = build_generator(cfg.model, cfg.data.input_nc, cfg.data.output_nc, cfg.data.crop_size)
-    g.load_state_dict(state.get("generator_ema", state["generator"]))
+    g.load_state_dict(state["generator_BA"])
     return g.eval(), cfg
 
 

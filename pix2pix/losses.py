@@ -1,5 +1,6 @@
 """Adversarial losses (vanilla, lsgan, hinge) for PatchGAN outputs (one map, or one per scale of a
-multi-scale discriminator), the weighted L1 term and pix2pixHD's feature-matching term."""
+multi-scale discriminator), the weighted L1 term, pix2pixHD's feature-matching term and, for the
+unpaired model, the cycle and identity terms."""
 
 from __future__ import annotations
 
@@ -61,3 +62,15 @@ def feature_matching_loss(real_feats, fake_feats, n_layers: int, weight: float) 
         for real, fake in zip(real_scale, fake_scale, strict=True):
             total = total + per_scale * per_layer * F.l1_loss(fake.float(), real.detach().float())
     return weight * total
+
+
+def cycle_loss(reconstructed: torch.Tensor, real: torch.Tensor, weight: float) -> torch.Tensor:
+    """CycleGAN's cycle consistency: `weight` x L1 between an image and its round trip
+    (A -> B -> A or B -> A -> B)."""
+    return weight * F.l1_loss(reconstructed.float(), real.float())
+
+
+def identity_loss(same: torch.Tensor, real: torch.Tensor, weight: float) -> torch.Tensor:
+    """CycleGAN's identity term: a generator given an image of its own output domain should
+    leave it as it is (keeps colours; `weight` = lambda of that domain x lambda_identity)."""
+    return weight * F.l1_loss(same.float(), real.float())

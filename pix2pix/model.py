@@ -21,13 +21,14 @@ from torch import nn
 from .config import Config
 from .distributed import DistContext
 from .losses import GANLoss, discriminator_loss, feature_matching_loss, l1_loss
-from .networks import build_discriminator, build_generator
+from .networks import build_discriminator, build_generator, count_parameters
 from .performance import autocast_dtype, use_channels_last
 
 # What one training step reports, in this order: the keys of `train_step`'s result, of the
 # loss metrics sent to callbacks (MLflow, DVC metrics and plots) and of metrics/train.json.
 # G_feat only when feature matching is on (model.lambda_feat > 0).
-LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake", "G_feat")
+# G_cycle and G_idt: the unpaired model's (pix2pix.unpaired), instead of G_L1.
+LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake", "G_feat", "G_cycle", "G_idt")
 
 
 def linear_decay(epochs: int, epochs_decay: int):
@@ -39,9 +40,21 @@ def linear_decay(epochs: int, epochs_decay: int):
     return factor
 
 
+def build_model(cfg: Config, device: torch.device) -> nn.Module:
+    """The model `model.kind` names: `Pix2Pix` (paired) or `CycleGAN` (unpaired); the trainer
+    drives either through the same methods."""
+    if cfg.model.kind == "unpaired":
+        from .unpaired import CycleGAN
+
+        return CycleGAN(cfg, device)
+    return Pix2Pix(cfg, device)
+
+
 class Pix2Pix(nn.Module):
     """Generator `G`, discriminator `D` and, with `train.ema`, the averaged generator `G_ema`
     (its only submodules), their optimisers and schedulers, and one training step."""
+
+    kind = "paired"
 
     def __init__(self, cfg: Config, device: torch.device):
         super().__init__()
@@ -72,6 +85,9 @@ class Pix2Pix(nn.Module):
         self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, decay)
         self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, decay)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+
+    def parameter_counts(self) -> dict[str, int]:
+        return {"params_G": count_parameters(self.G), "params_D": count_parameters(self.D)}
 
     def accelerate(self, ctx: DistContext) -> None:
         """Wrap for multi-process (DDP) and/or compiled execution; call after loading state."""

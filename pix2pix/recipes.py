@@ -29,7 +29,23 @@ RECIPES: dict[str, Recipe] = {
         "discriminator feature matching (lambda_feat 10) and an EMA generator (0.999)",
         {"model.lambda_feat": 10.0, "train.ema": 0.999},
     ),
+    "cyclegan": Recipe(
+        "unpaired (CycleGAN, Zhu et al. 2017, as the reference trains it): ResNet-9 generators, instance norm, "
+        "no dropout, LSGAN, cycle 10 + identity 0.5, a pool of 50 past fakes (the default of model.kind unpaired)",
+        {
+            "model.kind": "unpaired",
+            "model.netG": "resnet_9blocks",
+            "model.norm": "instance",
+            "model.dropout": 0.0,
+            "train.gan_mode": "lsgan",
+        },
+    ),
 }
+
+
+def default_for(kind: str | None) -> str:
+    """The recipe used when none is named: the paper's for paired data, CycleGAN's for unpaired."""
+    return "cyclegan" if kind == "unpaired" else "paper"
 
 
 def get(name: str) -> Recipe:

@@ -27,8 +27,7 @@ from .distributed import select_device
 from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .grid import comparison_grid
 from .metrics import evaluate
-from .model import LOSS_NAMES, Pix2Pix, linear_decay
-from .networks import count_parameters
+from .model import LOSS_NAMES, Pix2Pix, build_model, linear_decay
 from .performance import configure_backends, flush_denormals, retain_freed_memory
 from .runstate import StopRequest, rng_state, set_rng_state, with_defaults
 from .selection import BestSelector
@@ -42,6 +41,21 @@ class Status(str, Enum):
     FINISHED = "finished"
     STOPPED = "stopped"
     INTERRUPTED = "interrupted"
+
+
+def _check_data_kind(cfg: Config, *datasets) -> None:
+    """An unpaired model is trained on two unrelated domains, never on pairs (it would see each
+    image with its partner), and a paired model on pairs; validation of an unpaired model may
+    use real pairs (scored against them)."""
+    train = datasets[0]
+    unpaired_data = not getattr(train, "paired", True)
+    if cfg.model.kind == "unpaired" and not unpaired_data:
+        raise ConfigError(
+            "model.kind: unpaired training got paired data; give it two domain folders (trainA/ + trainB/), "
+            "or split the pairs apart on purpose (data.pairs_apart)"
+        )
+    if cfg.model.kind == "paired" and (unpaired_data or any(not getattr(d, "paired", True) for d in datasets if d)):
+        raise ConfigError("model.kind: paired training got two unpaired domains; set model.kind unpaired")
 
 
 class Trainer:
@@ -66,6 +80,7 @@ class Trainer:
         val_images: int = 64,
     ):
         self.cfg = cfg.validate()
+        _check_data_kind(cfg, train_data, val_data)
         self.out_dir = Path(out_dir)
         self.train_data, self.val_data = train_data, val_data
         self.val_images = val_images
@@ -77,7 +92,7 @@ class Trainer:
         # -- building: device, model, data order and loader --------------------------------
         self.device = self._prepare_device()
         torch.manual_seed(cfg.train.seed)  # network init (identical on every rank) and dropout
-        self.model = Pix2Pix(cfg, self.device)
+        self.model = build_model(cfg, self.device)
         self.sampler = EpochSampler(
             len(train_data), seed=cfg.train.seed, rank=self.dist.rank, num_replicas=self.dist.world_size
         )
@@ -173,6 +188,11 @@ class Trainer:
     def resume_from(self, path: Path) -> None:
         state = load_checkpoint(path, map_location=self.device)
         saved = with_defaults(state["config"])
+        if saved["model"]["kind"] != self.cfg.model.kind:
+            raise CheckpointError(
+                f"{path}: is a {saved['model']['kind']} checkpoint and this run is {self.cfg.model.kind}; "
+                f"resume it with model.kind {saved['model']['kind']}, or train into a new folder"
+            )
         for section in ("data", "model"):
             if saved.get(section) != self.cfg.to_dict()[section]:
                 raise CheckpointError(
@@ -204,6 +224,8 @@ class Trainer:
         if self.val_data is None or not self.dist.is_main:
             return {}
         batches = iter_batches(self.val_data, range(min(self.val_images, len(self.val_data))))
+        if not getattr(self.val_data, "paired", True):  # two unrelated domains: no target to compare with
+            return self._validate_cycles(batches)
         g = self.model.inference_G  # the EMA generator when kept: what export will ship
         was_training = g.training
         g.eval()
@@ -213,6 +235,17 @@ class Trainer:
         finally:
             g.train(was_training)
         return {f"val_{k}": v for k, v in means.items()}
+
+    def _validate_cycles(self, batches) -> dict[str, float]:
+        """Unpaired validation without pairs: the mean cycle errors A -> B -> A and B -> A -> B."""
+        sums, n = {"cycle_A": 0.0, "cycle_B": 0.0}, 0
+        for batch in batches:
+            size = batch["input"].shape[0]
+            errors = self.model.cycle_errors(batch["input"].to(self.device), batch["target"].to(self.device))
+            for k, v in errors.items():
+                sums[k] += v * size
+            n += size
+        return {f"val_{k}": v / max(n, 1) for k, v in sums.items()}
 
     def _check_finite(self) -> None:
         """Refuse to go on (or to checkpoint) once a loss is NaN or infinite."""
@@ -261,9 +294,8 @@ class Trainer:
                 "config": self.cfg.to_dict(),
                 "device": str(self.device),
                 "amp_dtype": str(self.model.amp_dtype).replace("torch.", "") if self.model.amp_dtype else "float32",
-                "params_G": count_parameters(self.model.G),
+                **self.model.parameter_counts(),
                 "receptive_fields_D": self.receptive_fields_D,
-                "params_D": count_parameters(self.model.D),
                 "train_size": len(self.train_data),
                 "val_size": len(self.val_data) if self.val_data is not None else 0,
                 "start_step": self.step,
