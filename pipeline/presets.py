@@ -72,6 +72,23 @@ PRESETS: dict[str, dict[str, Any]] = {
     "edges2shoes": _official("edges2shoes", "AtoB", 4, 8, 7),
     "edges2handbags": _official("edges2handbags", "AtoB", 4, 8, 7),
     "night2day": _official("night2day", "AtoB", 4, 9, 8),
+    # Unpaired training (CycleGAN, as the reference trains it) on a paired set split apart: no pair
+    # is ever seen together; evaluate still scores against the real test pairs (what pairs buy).
+    "facades_unpaired": _official(
+        "facades",
+        "BtoA",
+        1,
+        100,
+        100,
+        **{
+            "model.kind": "unpaired",
+            "data.pairs_apart": True,
+            "model.netG": "resnet_9blocks",
+            "model.norm": "instance",
+            "model.dropout": 0.0,
+            "train.gan_mode": "lsgan",
+        },
+    ),  # fmt: skip
     # Pairs built from your own photos (pipeline/data/builders.py).
     "colorization": _builder("grayscale", **{"data.input_nc": 1}),
     "sketch2photo": _builder("edges"),

@@ -156,12 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     train, val, where = _training_data(args, cfg)
     reference = args.out / drift.REFERENCE_NAME  # what `translate` compares incoming images with
     if not reference.is_file():
-        if train.paired:
-            described = drift.reference_from_pairs(train.pairs, cfg.data)
-        else:
-            arrays = train.input_arrays(drift.REFERENCE_IMAGES)
-            described = drift.build_reference(arrays, cfg.data.input_nc, cfg.data.crop_size, "training inputs")
-        drift.write_reference(described, reference)
+        drift.write_reference(drift.reference_of(train, cfg.data), reference)
     trainer = Trainer(
         cfg, train, args.out, val_data=val, callbacks=[SampleSaver(args.out / "samples")], resume=not args.no_resume
     )

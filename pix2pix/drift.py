@@ -104,6 +104,15 @@ def reference_from_pairs(pairs: Sequence, data_cfg, limit: int = REFERENCE_IMAGE
     return build_reference(inputs(), data_cfg.input_nc, data_cfg.crop_size, source=f"{len(chosen)} training inputs")
 
 
+def reference_of(dataset, data_cfg, limit: int = REFERENCE_IMAGES) -> dict[str, Any]:
+    """The reference of a training dataset's inputs: a paired one's input halves, or an unpaired
+    one's input domain (pix2pix.data.UnpairedDataset.input_arrays)."""
+    if getattr(dataset, "paired", True):
+        return reference_from_pairs(dataset.pairs, data_cfg, limit)
+    arrays = dataset.input_arrays(limit)
+    return build_reference(arrays, data_cfg.input_nc, data_cfg.crop_size, source="training inputs (input domain)")
+
+
 def write_reference(reference: Mapping[str, Any], path: Path | str) -> Path:
     return atomic_write_text(path, json.dumps(reference) + "\n")
 

@@ -29,6 +29,7 @@ ABOUT: dict[str, tuple[str, int | None]] = {
     "edges2shoes": ("edges -> shoe photo (UT Zappos50K)", 49825),
     "edges2handbags": ("edges -> handbag photo (Amazon handbags)", 138567),
     "night2day": ("night -> day (webcam time-lapses)", 17823),
+    "facades_unpaired": ("labels -> facade photo, trained unpaired (CycleGAN) on the pairs split apart", 200),
     "colorization": ("grayscale -> colour photo", None),
     "sketch2photo": ("Canny edge sketch -> photo", None),
     "superres": ("4x downscaled -> full-resolution photo", None),

@@ -22,7 +22,7 @@ import torch
 
 from pix2pix import distributed, drift
 from pix2pix.callbacks import Callback, SampleSaver
-from pix2pix.data import PairedDataset
+from pix2pix.data import PairedDataset, UnpairedDataset
 from pix2pix.distributed import select_device
 from pix2pix.files import atomic_write_text
 from pix2pix.model import LOSS_NAMES
@@ -31,8 +31,8 @@ from pix2pix.train import Status, Trainer
 from ..config import load_config
 from ..data.manifest import data_fingerprint, read_manifest, split_pairs
 from ..imports import ROOT, project_files, relative
-from ..paths import CHECKPOINTS
-from ..stage import run_stage
+from ..paths import CHECKPOINTS, MANIFEST
+from ..stage import StageError, run_stage
 from ..tracking.callback import MlflowCallback
 from ..tracking.history import DvcLiveHistory
 from ..tracking.run import git_info, project_root, training_run
@@ -70,6 +70,19 @@ def prepare_checkpoint_dir(fingerprint: dict) -> bool:
     return False
 
 
+def training_data(cfg, train_pairs):
+    """The train split as the model kind trains on it: pairs, or (model.kind unpaired with
+    data.pairs_apart) the pairs split apart into two unrelated domains."""
+    if cfg.model.kind == "paired":
+        return PairedDataset(train_pairs, cfg.data, train=True)
+    if not cfg.data.pairs_apart:
+        raise StageError(
+            f"{MANIFEST}: holds pairs and model.kind is unpaired; train them as pairs (model.kind: paired), or "
+            "unpaired on purpose with data.pairs_apart: true (the unpaired-facades preset)"
+        )
+    return UnpairedDataset.from_pairs(train_pairs, cfg.data, seed=cfg.train.seed)
+
+
 def main() -> None:
     config = load_config()
     cfg = config.library()
@@ -84,8 +97,8 @@ def main() -> None:
     if ctx.enabled:
         torch.distributed.barrier()
         resume = resume or checkpoint_matches(fingerprint)
-    train = PairedDataset(train_pairs, cfg.data, train=True)
-    val = PairedDataset(val_pairs, cfg.data, train=False) if val_pairs else None
+    train = training_data(cfg, train_pairs)
+    val = PairedDataset(val_pairs, cfg.data, train=False) if val_pairs else None  # real pairs, either kind
 
     if not ctx.is_main:  # the other ranks only compute: no logs, files or MLflow run
         if Trainer(cfg, train, CHECKPOINTS, val_data=val, resume=resume).fit()["status"] is Status.INTERRUPTED:
@@ -93,7 +106,7 @@ def main() -> None:
         return
     reference = CHECKPOINTS / drift.REFERENCE_NAME  # the inputs' statistics: what batch jobs check for drift
     if not reference.is_file():
-        drift.write_reference(drift.reference_from_pairs(train.pairs, cfg.data), reference)
+        drift.write_reference(drift.reference_of(train, cfg.data), reference)
     tags = {
         "data_fingerprint": fingerprint["data"],
         "torch": torch.__version__,
@@ -109,8 +122,9 @@ def main() -> None:
         if mlflow is not None:
             callbacks.append(MlflowCallback(mlflow))
         trainer = Trainer(cfg, train, CHECKPOINTS, val_data=val, callbacks=callbacks, resume=resume)
+        what = f"{len(train)} pairs" if train.paired else f"{len(train.inputs)} + {len(train.targets)} pairs apart"
         print(
-            f"train: {len(train)} pairs, {trainer.total_epochs} epochs x {trainer.steps_per_epoch} steps on "
+            f"train: {cfg.model.kind}, {what}, {trainer.total_epochs} epochs x {trainer.steps_per_epoch} steps on "
             f"{trainer.device}"
             + (f" x {ctx.world_size} processes" if ctx.enabled else "")
             + (
