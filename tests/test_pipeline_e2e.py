@@ -306,7 +306,7 @@ def test_unpaired_training_on_pairs_split_apart_runs_through_every_stage_and_the
     params["train"].update(gan_mode="lsgan", pool_size=4)
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     r = dvc(project, "repro", timeout=900)
-    assert "Running stage 'train'" in r.stdout and "train: unpaired, 3 + 3 pairs apart" in r.stdout, r.stdout
+    assert "Running stage 'train'" in r.stdout and "train: unpaired, 4 + 4 pairs apart" in r.stdout, r.stdout
     state = torch.load(project / "models/checkpoints/last.pt", weights_only=False)
     assert state["kind"] == "unpaired" and "generator_BA" in state and len(state["pools"]["B"]["images"]) == 4
     metrics = json.loads((project / "metrics/test.json").read_text())
