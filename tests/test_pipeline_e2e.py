@@ -309,7 +309,7 @@ def test_unpaired_training_on_pairs_split_apart_runs_through_every_stage_and_the
     assert "Running stage 'train'" in r.stdout and "train: unpaired, 4 + 4 pairs apart" in r.stdout, r.stdout
     state = torch.load(project / "models/checkpoints/last.pt", weights_only=False)
     assert state["kind"] == "unpaired" and "generator_BA" in state and len(state["pools"]["B"]["images"]) == 4
-    metrics = json.loads((project / "metrics/test.json").read_text())
+    metrics = json.loads((project / "metrics/eval.json").read_text())
     assert {"l1", "psnr", "ssim"} <= set(metrics)  # scored against the real test pairs
     card = json.loads((project / "models/export/model_card.json").read_text())
     assert card["params"]["model"]["kind"] == "unpaired"
