@@ -60,6 +60,11 @@ class SyntheticConfig:
     val: int = option(30, "validation pairs")
     test: int = option(50, "test pairs")
     seed: int = option(0, "generator seed")
+    unpaired: bool = option(
+        False,
+        "write two unrelated domains instead of pairs: trainA/ photos and trainB/ label maps of other facades "
+        "(the reference's unaligned layout; train with model.kind unpaired)",
+    )
 
 
 @dataclass
@@ -205,6 +210,11 @@ EXPORT_FORMATS = ("torchscript", "onnx")
 class ExportConfig:
     formats: list[str] = option(
         list(EXPORT_FORMATS), "files to export: torchscript and/or onnx (onnx is what gets registered)"
+    )
+    reverse: bool = option(
+        False,
+        "unpaired models: also export the B -> A generator (models/export/reverse/) and register it as "
+        "pix2pix-<dataset>-BA",
     )
 
     def validate(self) -> ExportConfig:

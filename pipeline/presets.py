@@ -62,6 +62,20 @@ def _builder(builder: str, **extra) -> dict[str, Any]:
     }
 
 
+# CycleGAN (Zhu et al. 2017) as the reference trains it: the cyclegan recipe's networks and losses.
+CYCLEGAN = {
+    "model.kind": "unpaired",
+    "model.netG": "resnet_9blocks",
+    "model.norm": "instance",
+    "model.dropout": 0.0,
+    "train.gan_mode": "lsgan",
+}
+
+
+def _unpaired(source: str, direction: str, **extra) -> dict[str, Any]:
+    return _official(source, direction, 1, 100, 100, **CYCLEGAN, **extra)
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # 200 epochs at batch 1 for the small datasets, as in the paper.
     "facades": _official("facades", "BtoA", 1, 100, 100),
@@ -72,23 +86,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "edges2shoes": _official("edges2shoes", "AtoB", 4, 8, 7),
     "edges2handbags": _official("edges2handbags", "AtoB", 4, 8, 7),
     "night2day": _official("night2day", "AtoB", 4, 9, 8),
-    # Unpaired training (CycleGAN, as the reference trains it) on a paired set split apart: no pair
-    # is ever seen together; evaluate still scores against the real test pairs (what pairs buy).
-    "facades_unpaired": _official(
-        "facades",
-        "BtoA",
-        1,
-        100,
-        100,
-        **{
-            "model.kind": "unpaired",
-            "data.pairs_apart": True,
-            "model.netG": "resnet_9blocks",
-            "model.norm": "instance",
-            "model.dropout": 0.0,
-            "train.gan_mode": "lsgan",
-        },
-    ),  # fmt: skip
+    # Unpaired (CycleGAN): two official unpaired datasets, and a paired set split apart (no pair
+    # is ever seen together; evaluate still scores against the real test pairs: what pairs buy).
+    "horse2zebra": _unpaired("horse2zebra", "AtoB"),
+    "monet2photo": _unpaired("monet2photo", "AtoB"),
+    "facades_unpaired": _unpaired("facades", "BtoA", **{"data.pairs_apart": True}),
     # Pairs built from your own photos (pipeline/data/builders.py).
     "colorization": _builder("grayscale", **{"data.input_nc": 1}),
     "sketch2photo": _builder("edges"),

@@ -63,3 +63,38 @@ def evaluate(
     means = {k: sum(r[k] for r in rows) / len(rows) for k in METRIC_NAMES}
     means["sharpness"] = energy["fake"] / max(energy["real"], 1e-12)  # over the split, not a mean of ratios
     return means, rows
+
+
+@torch.no_grad()
+def unpaired_scores(
+    g: Callable[[torch.Tensor], torch.Tensor],
+    f: Callable[[torch.Tensor], torch.Tensor],
+    domain_a: Iterable[tuple[str, torch.Tensor]],
+    domain_b: Iterable[tuple[str, torch.Tensor]],
+    device: torch.device | str = "cpu",
+    identity: bool = True,
+) -> tuple[dict[str, float], list[dict]]:
+    """What an unpaired model (G: A -> B, F: B -> A) can be judged on without pairs, in [0, 1]
+    image units: the cycle errors mean |F(G(a)) - a| (cycle_A) and |G(F(b)) - b| (cycle_B),
+    and with `identity` (same channels in and out) how much each generator changes an image of
+    its own output domain, mean |G(b) - b| (identity_B) and |F(a) - a| (identity_A).
+    `domain_a` / `domain_b`: (name, image batch in [-1, 1]) items. Returns (means, rows)."""
+    rows: list[dict] = []
+    for domain, items, forward, back in (("A", domain_a, g, f), ("B", domain_b, f, g)):
+        for name, x in items:
+            x = x.to(device)
+            cycle = (back(forward(x)).float() - x).abs().flatten(1).mean(1) / 2
+            row = {"domain": domain, "cycle": cycle}
+            if identity:
+                row["identity"] = (back(x).float() - x).abs().flatten(1).mean(1) / 2
+            for i, n in enumerate(name):
+                rows.append({"name": n, "domain": domain, **{k: float(v[i]) for k, v in row.items() if k != "domain"}})
+    means = {}
+    for domain in "AB":
+        own = [r for r in rows if r["domain"] == domain]
+        if not own:
+            raise ValueError(f"unpaired_scores: no images of domain {domain}")
+        means[f"cycle_{domain}"] = sum(r["cycle"] for r in own) / len(own)
+        if identity:
+            means[f"identity_{domain}"] = sum(r["identity"] for r in own) / len(own)
+    return means, rows

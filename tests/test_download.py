@@ -165,3 +165,28 @@ def test_stage_replaces_raw_only_on_success(tmp_path, monkeypatch):
         download.main()
     assert sorted(p.name for p in (tmp_path / "data/raw/train").iterdir()) == before
     assert not (tmp_path / "data/raw.staging").exists()
+
+
+def test_an_official_cyclegan_dataset_by_name_is_a_zip_of_four_domain_folders(tmp_path, monkeypatch):
+    """horse2zebra (and `cyclegan:maps`, whose plain name is pix2pix's) from a local mirror: the
+    zip streamed, extracted, flattened and checked for trainA/ trainB/ testA/ testB/."""
+    monkeypatch.chdir(tmp_path)
+    served = tmp_path / "srv"
+    served.mkdir()
+    with zipfile.ZipFile(served / "horse2zebra.zip", "w") as z:
+        for folder, n in (("trainA", 3), ("trainB", 2), ("testA", 1), ("testB", 1)):
+            for i in range(n):
+                z.writestr(f"horse2zebra/{folder}/n0{i}.jpg", _image_bytes(32, 32))
+    with zipfile.ZipFile(served / "maps.zip", "w") as z:
+        z.writestr("maps/trainA/1.jpg", _image_bytes(32, 32))  # no trainB/, testA/, testB/
+    with RangeServer(served) as srv:
+        info = materialise("horse2zebra", tmp_path / "raw", SyntheticConfig(), srv.url, progress=False)
+        assert info["counts"] == {"trainA": 3, "trainB": 2, "testA": 1, "testB": 1}
+        assert info["url"] == f"{srv.url}/horse2zebra.zip" and (tmp_path / "raw/trainB/n01.jpg").is_file()
+        with pytest.raises(StageError, match=r"raw2/trainB: maps should have some trainB images, found 0"):
+            materialise("cyclegan:maps", tmp_path / "raw2", SyntheticConfig(), srv.url, progress=False)
+    from pipeline.data.sources import cyclegan_name, dataset_name, source_url
+
+    assert cyclegan_name("maps") is None and cyclegan_name("cyclegan:maps") == "maps"
+    assert dataset_name("cyclegan:horse2zebra") == "horse2zebra"
+    assert source_url("horse2zebra").endswith("/cyclegan/datasets/horse2zebra.zip")

@@ -175,3 +175,34 @@ def test_empty_folder_fails_clearly(project):
     (project / "data/raw").mkdir(parents=True)
     with pytest.raises(StageError, match="no usable image pairs"):
         split.main()
+
+
+def test_the_unaligned_layout_lists_each_image_with_its_domain_and_rejects_bad_ones(project):
+    """trainA/ trainB/ testA/ testB/ (the CycleGAN archives' layout), counts and names unmatched;
+    a truncated JPEG and a too-small image are rejected with reasons, the rest kept."""
+    raw = project / "data/raw"
+    for folder, n in (("trainA", 4), ("trainB", 3), ("testA", 2), ("testB", 1)):
+        for i in range(n):
+            _ab(raw / folder / f"{folder[-1].lower()}{i}.jpg", w=40, h=30)
+    good = (raw / "trainA" / "a0.jpg").read_bytes()
+    (raw / "trainB" / "cut.jpg").write_bytes(good[: len(good) // 2])
+    _ab(raw / "trainA" / "tiny.png", w=8, h=8)
+    split.main()
+    table = read_manifest(project / "data/pairs/manifest.csv")
+    from pipeline.data.manifest import is_unpaired, split_domains
+
+    assert is_unpaired(table) and set(table["layout"]) == {"unpaired"}
+    a, b = split_domains(table, "train", raw)
+    assert sorted(p.name for p in a) == ["a0.jpg", "a1.jpg", "a2.jpg", "a3.jpg"] and len(b) == 3
+    assert [len(d) for d in split_domains(table, "test", raw)] == [2, 1] and split_pairs(table, "test") == []
+    row = table[table["a_path"] == "trainA/a1.jpg"].iloc[0]
+    assert (row["split"], row["b_path"], row["width"], row["height"]) == ("train", "", 40, 30)
+    rejected = pd.read_csv(project / "data/pairs/rejected.csv")
+    reasons = dict(zip(rejected["path"].map(lambda p: p.rsplit("/", 1)[-1]), rejected["reason"], strict=True))
+    assert set(reasons) == {"cut.jpg", "tiny.png"} and "too small (8x8" in reasons["tiny.png"]
+
+
+def test_an_unaligned_dataset_without_a_domain_fails_in_one_line(project):
+    _ab(project / "data/raw/trainA/x.jpg", w=40, h=30)
+    with pytest.raises(StageError, match=r"data/raw/trainB: missing; an unpaired dataset needs trainA/ and trainB/"):
+        split.main()

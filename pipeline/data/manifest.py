@@ -1,8 +1,9 @@
 """The split stage's product, data/pairs/manifest.csv, as the later stages read it.
 
 One row per candidate pair: id, split (train/val/test), layout (`combined`: one A|B file, A on
-the left; `separate`: files in A/ and B/), its file(s) relative to data/raw, the size of one
-half, their SHA-256 and status (`ok`, or `rejected` with the reason in rejected.csv). The
+the left; `separate`: files in A/ and B/; `unpaired`: one image of domain A, in a_path, or of
+domain B, in b_path), its file(s) relative to data/raw, the size of one half (or of the
+image), their SHA-256 and status (`ok`, or `rejected` with the reason in rejected.csv). The
 images are read straight from data/raw. Shared by train, evaluate, export, the promotion gate
 and the model page, so "which pairs are the test set" is decided in one place.
 """
@@ -43,7 +44,19 @@ def to_pairs(rows: pd.DataFrame, root: Path = RAW) -> list[Pair]:
 
 
 def split_pairs(manifest: pd.DataFrame, split: str, root: Path = RAW) -> list[Pair]:
-    return to_pairs(manifest[manifest["split"] == split], root)
+    """The pairs of one split (an unpaired manifest has none)."""
+    rows = manifest[(manifest["split"] == split) & (manifest["layout"] != "unpaired")]
+    return to_pairs(rows, root)
+
+
+def is_unpaired(manifest: pd.DataFrame) -> bool:
+    return bool((manifest["layout"] == "unpaired").any())
+
+
+def split_domains(manifest: pd.DataFrame, split: str, root: Path = RAW) -> tuple[list[Path], list[Path]]:
+    """The domain A and domain B images of one split of an unpaired manifest."""
+    rows = manifest[(manifest["split"] == split) & (manifest["layout"] == "unpaired")]
+    return [root / p for p in rows["a_path"] if p], [root / p for p in rows["b_path"] if p]
 
 
 def held_out_split(manifest: pd.DataFrame) -> str:

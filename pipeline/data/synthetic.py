@@ -153,11 +153,20 @@ def facade(seed: int, size: int) -> tuple[Image.Image, Image.Image]:
     return photo, labels
 
 
-def generate(out_dir: Path | str, counts: dict[str, int], size: int = 64, seed: int = 0, photos_only: bool = False) -> dict[str, int]:
+def generate(
+    out_dir: Path | str,
+    counts: dict[str, int],
+    size: int = 64,
+    seed: int = 0,
+    photos_only: bool = False,
+    unpaired: bool = False,
+) -> dict[str, int]:
     """Write `out_dir/<split>/<n>.png` A|B images (A photo, B labels); returns counts written.
 
     `photos_only` writes just the photos (size x size), as ordinary pictures for the pair
-    builders (pipeline/data/builders.py)."""
+    builders (pipeline/data/builders.py). `unpaired` writes two unrelated domains in the
+    reference's unaligned layout: `<split>A/` photos of the even-numbered facades and `<split>B/`
+    label maps of the odd-numbered ones (no photo has its own label map on the other side)."""
     out_dir = Path(out_dir)
     written = {}
     for split_index, split in enumerate(SPLITS):
@@ -165,6 +174,10 @@ def generate(out_dir: Path | str, counts: dict[str, int], size: int = 64, seed: 
         if n <= 0:
             continue
         folder = out_dir / split
+        if unpaired:
+            _write_domains(out_dir, split, split_index, n, size, seed)
+            written[split] = n
+            continue
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(n):
             photo, labels = facade(seed * 1_000_003 + split_index * 100_003 + i, size)
@@ -177,3 +190,14 @@ def generate(out_dir: Path | str, counts: dict[str, int], size: int = 64, seed: 
             combined.save(folder / f"{i + 1}.png", optimize=False)
         written[split] = n
     return written
+
+
+def _write_domains(out_dir: Path, split: str, split_index: int, n: int, size: int, seed: int) -> None:
+    a, b = out_dir / f"{split}A", out_dir / f"{split}B"
+    a.mkdir(parents=True, exist_ok=True)
+    b.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        photo, _ = facade(seed * 1_000_003 + split_index * 100_003 + 2 * i, size)
+        _, labels = facade(seed * 1_000_003 + split_index * 100_003 + 2 * i + 1, size)
+        photo.save(a / f"photo_{i + 1}.png", optimize=False)
+        labels.save(b / f"labels_{i + 1}.png", optimize=False)

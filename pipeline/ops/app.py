@@ -32,11 +32,11 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
 
 from pix2pix.errors import Pix2PixError
-from pix2pix.images import Pair, open_halves, to_channels
+from pix2pix.images import Pair, open_halves, open_image, to_channels
 from pix2pix.monitor import LOG_ENV
 
 from ..config import load_config
-from ..data.manifest import held_out_split, read_manifest, to_pairs
+from ..data.manifest import held_out_split, is_unpaired, read_manifest, split_domains, to_pairs
 from ..paths import MANIFEST, RAW, params_path
 from ..tracking.registry import CHAMPION
 from ..tracking.run import connect, project_root, tracking_uri
@@ -179,26 +179,36 @@ class Registry:
 
 
 class TestSplit:
-    """The project's held-out pairs (data/pairs/manifest.csv), as (input, target) images."""
+    """The project's held-out pairs (data/pairs/manifest.csv), as (input, target) images; for an
+    unpaired dataset, the held-out images of the input domain (no target)."""
 
     def __init__(self, root: Path):
         self.root = root
-        self.items: dict[str, Pair] = {}
-        manifest = root / MANIFEST
-        if manifest.is_file():
-            table = read_manifest(manifest)
-            rows = table[table["split"] == held_out_split(table)]
-            for pair_id, pair in zip(rows["id"], to_pairs(rows, root / RAW), strict=True):
-                self.items[str(pair_id)] = pair
+        self.items: dict[str, Pair | Path] = {}
         try:
             self.direction = load_config(root / params_path()).data.direction
         except Pix2PixError:
             self.direction = "AtoB"
+        manifest = root / MANIFEST
+        if manifest.is_file():
+            table = read_manifest(manifest)
+            split = held_out_split(table)
+            if is_unpaired(table):
+                a, b = split_domains(table, split, root / RAW)
+                for path in a if self.direction == "AtoB" else b:
+                    self.items[f"{path.parent.name}-{path.stem}"] = path
+                return
+            rows = table[table["split"] == split]
+            for pair_id, pair in zip(rows["id"], to_pairs(rows, root / RAW), strict=True):
+                self.items[str(pair_id)] = pair
 
-    def pair(self, pair_id: str) -> tuple[Image.Image, Image.Image]:
+    def pair(self, pair_id: str) -> tuple[Image.Image, Image.Image | None]:
         if pair_id not in self.items:
             raise UploadError(f"no test image {pair_id!r} in {self.root / MANIFEST}; pick one from the list")
-        a, b = (to_channels(im, 3) for im in open_halves(self.items[pair_id]))
+        item = self.items[pair_id]
+        if isinstance(item, Path):  # unpaired: nothing to compare with
+            return to_channels(open_image(item), 3), None
+        a, b = (to_channels(im, 3) for im in open_halves(item))
         return (a, b) if self.direction == "AtoB" else (b, a)
 
 

@@ -43,7 +43,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 
 # Absolute imports: Prefect workers load this file as a script (the deployment's entrypoint).
-from pipeline.data.sources import OFFICIAL, is_url, official_url
+from pipeline.data.sources import is_url, source_url
 from pipeline.ops.env import tool_env
 from pipeline.ops.publish import publish
 from pipeline.ops.states import one_line_errors, result_of
@@ -97,7 +97,7 @@ def _source_fingerprint(source: str, root: Path) -> str:
     if source == "synthetic":
         return "synthetic"
     if is_url(source) or "/" not in source and not (root / source).exists():
-        url = official_url(source) if source in OFFICIAL else source
+        url = source_url(source) or source
         try:
             with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=20) as r:
                 return (

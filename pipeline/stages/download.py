@@ -5,6 +5,10 @@
 - an official pix2pix dataset by name (facades, cityscapes, maps, edges2shoes,
   edges2handbags, night2day): downloaded from the public pix2pix location (or the mirror in
   `P2P_DATASETS_URL`), checked for file counts per split and, for facades, per-file SHA-256;
+- an official CycleGAN (unpaired) dataset by name (horse2zebra, monet2photo,
+  summer2winter_yosemite, apple2orange, ...; `cyclegan:maps` for its maps): the zip from the
+  public CycleGAN location (or `P2P_CYCLEGAN_DATASETS_URL`), checked for its trainA/ trainB/
+  testA/ testB/ folders;
 - an http(s):// or file:// URL of a .tar.gz/.tgz/.tar/.zip archive;
 - a local folder or archive path.
 
@@ -33,7 +37,7 @@ from ..config import SyntheticConfig, load_config
 from ..data import synthetic
 from ..data.builders import build_pairs
 from ..data.hashing import sha256
-from ..data.sources import OFFICIAL, is_archive, is_url, official_url
+from ..data.sources import CYCLEGAN, OFFICIAL, cyclegan_name, cyclegan_url, is_archive, is_url, official_url
 from ..paths import RAW
 from ..stage import StageError, run_stage
 
@@ -197,7 +201,9 @@ def materialise(
     if source == "synthetic":
         s = synthetic_cfg
         counts = {"train": s.train, "val": s.val, "test": s.test}
-        info["counts"] = synthetic.generate(target, counts, size=s.size, seed=s.seed, photos_only=photos_only)
+        info["counts"] = synthetic.generate(
+            target, counts, size=s.size, seed=s.seed, photos_only=photos_only, unpaired=s.unpaired
+        )
         return info
     if source in OFFICIAL:
         url = official_url(source, base_url)
@@ -208,6 +214,15 @@ def materialise(
         sums = CHECKSUMS / f"{source}.sha256"
         if sums.is_file():
             info["checksums_verified"] = verify_checksums(target, sums)
+        info["url"] = url
+        return info
+    unpaired = cyclegan_name(source)
+    if unpaired:
+        url = cyclegan_url(unpaired, base_url)
+        archive = fetch(url, CACHE / f"cyclegan-{unpaired}.zip", progress=progress)
+        safe_extract(archive, target)
+        _flatten_single_folder(target)
+        info["counts"] = verify_counts(target, CYCLEGAN[unpaired], unpaired)
         info["url"] = url
         return info
     if is_url(source) or source.startswith("file://"):
@@ -225,7 +240,7 @@ def materialise(
         safe_extract(path, target)
         _flatten_single_folder(target)
     else:
-        known = ", ".join(["synthetic", *OFFICIAL])
+        known = ", ".join(["synthetic", *OFFICIAL, *(n for n in CYCLEGAN if n not in OFFICIAL)])
         raise StageError(
             f"data.source={source!r}: not a known dataset ({known}), a URL, or an existing folder/archive; "
             "fix data.source in params.yaml"

@@ -5,6 +5,11 @@ energy over the targets', 1.0 = as sharp as real images - and the same for two t
 always outputs the mean training target, one that returns its input unchanged - the bar for
 colorization, super-resolution and denoising), reports/eval_per_image.csv, and reports/best.png /
 reports/worst.png (rows: input, output, target) for the lowest- and highest-L1 test images.
+
+An unpaired test split (two domain folders, model.kind unpaired) has no targets: there the
+metrics are the cycle errors A -> B -> A and B -> A -> B, the identity errors, and FID/KID
+between the translated A images and the real B ones (with the Inception weights); the grids
+show input, output and the round trip for the lowest- and highest-cycle-error A images.
 """
 
 from __future__ import annotations
@@ -17,16 +22,17 @@ import torch
 from torchvision.utils import save_image
 
 from pix2pix.checkpoint import load_checkpoint
-from pix2pix.data import PairedDataset, collate, iter_batches, to_image_range
+from pix2pix.config import Config
+from pix2pix.data import PairedDataset, UnpairedDataset, collate, iter_batches, to_image_range
 from pix2pix.distributed import select_device
 from pix2pix.fid import WEIGHTS_FILE, InceptionDistances, find_weights, looked_in
 from pix2pix.files import atomic_write_text
 from pix2pix.grid import comparison_grid
 from pix2pix.loading import generator_from_state, in_precision
-from pix2pix.metrics import METRIC_NAMES, evaluate, high_frequency_energy, per_image_metrics
+from pix2pix.metrics import METRIC_NAMES, evaluate, high_frequency_energy, per_image_metrics, unpaired_scores
 
 from ..config import load_config
-from ..data.manifest import held_out_split, read_manifest, split_pairs
+from ..data.manifest import held_out_split, is_unpaired, read_manifest, split_domains, split_pairs
 from ..paths import EVAL_JSON, METRICS, REPORTS, kept_checkpoint
 from ..stage import StageError, run_stage
 from ..tracking.run import shared_run, warn_tracking
@@ -88,9 +94,65 @@ def save_grid(g, ds: PairedDataset, indices, path, device) -> None:
     save_image(comparison_grid(g, collate([ds[i] for i in indices]), device), path)
 
 
+def domain_batches(ds: UnpairedDataset, which: str, size: int = 8):
+    """(names, batch) over every image of one side of an unpaired dataset (eval view)."""
+    count = len(ds.inputs if which == "input" else ds.targets)
+    for j in range(0, count, size):
+        items = [ds[i] for i in range(j, min(count, j + size))]
+        names = [
+            it["name"] if which == "input" else f"{ds._path(ds.targets[i]).stem}"
+            for i, it in zip(range(j, j + len(items)), items, strict=True)
+        ]
+        yield names, torch.stack([it[which] for it in items])
+
+
+def evaluate_unpaired(
+    config, state, g, checkpoint, manifest, split, device
+) -> tuple[dict, list[dict], UnpairedDataset]:
+    """The metrics of an unpaired model on an unpaired test split (module docstring)."""
+    f, _ = generator_from_state(state, "BA")
+    f = in_precision(f.to(device), config.train.amp, device)
+    cfg = Config.from_dict(state["config"])
+    a, b = split_domains(manifest, split)
+    if not a or not b:
+        raise StageError(
+            f"the {split} split needs images of both domains ({split}A/ and {split}B/); it has {len(a)} + {len(b)}"
+        )
+    test = UnpairedDataset(a, b, cfg.data, train=False)
+    same = cfg.data.input_nc == cfg.data.output_nc
+    means, rows = unpaired_scores(g, f, domain_batches(test, "input"), domain_batches(test, "target"), device, same)
+    result = {
+        "split": split, "count_A": len(test.inputs), "count_B": len(test.targets), "checkpoint": checkpoint.name,
+        "checkpoint_step": state.get("step", 0), **{k: round(v, 5) for k, v in means.items()},
+    }  # fmt: skip
+    weights = find_weights(config.evaluate.fid_weights)
+    if weights is None:
+        print(
+            f"evaluate: FID/KID skipped: no Inception weights at {looked_in(config.evaluate.fid_weights)}",
+            file=sys.stderr,
+        )
+    else:
+        distances = InceptionDistances(weights, min(len(test.inputs), len(test.targets)))
+        for (_, x), (_, y) in zip(domain_batches(test, "input"), domain_batches(test, "target"), strict=False):
+            distances.update(to_image_range(g(x.to(device))), to_image_range(y))
+        result.update({k: round(v, 5) for k, v in distances.compute().items()})
+    return result, rows, test, f
+
+
+def round_trip_grid(g, f, ds: UnpairedDataset, indices, path, device) -> None:
+    """Rows: input (domain A), its translation, and the translation translated back."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = torch.stack([ds[i]["input"] for i in indices]).to(device)
+    with torch.no_grad():
+        out = g(x).float()
+        back = f(out).float()
+    channels = max(x.shape[1], out.shape[1])
+    rows = [to_image_range(t.expand(-1, channels, -1, -1) if t.shape[1] == 1 else t) for t in (x, out, back)]
+    save_image(torch.cat(rows), path, nrow=len(indices))
+
+
 def main() -> None:
     config = load_config()
-    grid_images = config.evaluate.grid_images
     device = select_device(config.train.device)
     checkpoint = kept_checkpoint(config.evaluate.keep)
     state = load_checkpoint(checkpoint, map_location=device)
@@ -99,6 +161,20 @@ def main() -> None:
     g = in_precision(g, config.train.amp, device)  # bf16 where training used it (train.amp)
     manifest = read_manifest()
     split = held_out_split(manifest)
+    if is_unpaired(manifest):
+        result, rows, test, f = evaluate_unpaired(config, state, g, checkpoint, manifest, split, device)
+        index_of = {test._path(p).stem: i for i, p in enumerate(test.inputs)}
+        a_rows = [r for r in rows if r["domain"] == "A"]  # the input domain's, as unpaired_scores names it
+        write_results(
+            config,
+            result,
+            a_rows,
+            "cycle",
+            index_of,
+            lambda idx, path: round_trip_grid(g, f, test, idx, path, device),
+            checkpoint,
+        )
+        return
     test_pairs = split_pairs(manifest, split)
     if not test_pairs:
         raise StageError("no test or val pairs in the manifest; set data.split.test > 0 or add a test folder")
@@ -119,16 +195,24 @@ def main() -> None:
         **{f"input_baseline_{k}": round(v, 5) for k, v in input_baseline.items()},
     }
     result.update(inception_distances(config.evaluate.fid_weights, g, test, device))
+    index_of = {p.name: i for i, p in enumerate(test.pairs)}
+    write_results(
+        config, result, rows, "l1", index_of, lambda idx, path: save_grid(g, test, idx, path, device), checkpoint
+    )
+
+
+def write_results(config, result: dict, rows: list[dict], key: str, index_of: dict, grid, checkpoint) -> None:
+    """metrics/eval.json, the per-image CSV (sorted by `key`, best first), the best and worst
+    grids (`grid(indices, path)`), and all of it to the shared MLflow run."""
     METRICS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(EVAL_JSON, json.dumps(result, indent=2) + "\n")
-    per_image = pd.DataFrame(rows).sort_values("l1").reset_index(drop=True)
+    per_image = pd.DataFrame(rows).sort_values(key).reset_index(drop=True)
     REPORTS.mkdir(parents=True, exist_ok=True)
     atomic_write_text(PER_IMAGE, per_image.to_csv(index=False))
-    index_of = {p.name: i for i, p in enumerate(test.pairs)}
-    order = [index_of[name] for name in per_image["name"]]  # best (lowest L1) first
-    k = min(grid_images, len(order))
-    save_grid(g, test, order[:k], REPORTS / "best.png", device)
-    save_grid(g, test, order[-k:][::-1], REPORTS / "worst.png", device)
+    order = [index_of[name] for name in per_image["name"] if name in index_of]  # best first
+    k = min(config.evaluate.grid_images, len(order))
+    grid(order[:k], REPORTS / "best.png")
+    grid(order[-k:][::-1], REPORTS / "worst.png")
     with shared_run(config) as mlflow:
         if mlflow is not None:
             try:

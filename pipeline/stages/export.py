@@ -1,5 +1,7 @@
 """Stage 5: TorchScript + ONNX generator (parity-checked), a model card in models/export/,
-and a new version of the registered model `pix2pix-<dataset>` in the tracking store in force."""
+and a new version of the registered model `pix2pix-<dataset>` in the tracking store in force.
+With `export.reverse` an unpaired model's B -> A generator goes the same way, into
+models/export/reverse/ and the registered model `pix2pix-<dataset>-BA`."""
 
 from __future__ import annotations
 
@@ -14,17 +16,18 @@ from pix2pix.files import atomic_write_text
 from ..config import load_config
 from ..data.manifest import data_fingerprint
 from ..paths import EVAL_JSON, EXPORT, MANIFEST, MODEL_CARD, kept_checkpoint
-from ..stage import run_stage
+from ..stage import StageError, run_stage
 from ..tracking.registry import register_export
 
+REVERSE = EXPORT / "reverse"  # an unpaired model's B -> A generator (export.reverse)
 
-def main() -> None:
-    config = load_config()
-    formats = tuple(config.export.formats)
-    checkpoint = kept_checkpoint(config.evaluate.keep)
-    report = export_generator(checkpoint, EXPORT, formats=formats)
-    card = {
-        "model": f"pix2pix generator ({report['config']['model']['netG']}; Isola et al. 2017)",
+
+def model_card(report: dict, checkpoint, which: str = "AB") -> dict:
+    unpaired = report["config"]["model"]["kind"] == "unpaired"
+    method = "CycleGAN, Zhu et al. 2017" if unpaired else "Isola et al. 2017"
+    direction = {"AB": " A -> B", "BA": " B -> A"}[which] if unpaired else ""
+    return {
+        "model": f"pix2pix generator{direction} ({report['config']['model']['netG']}; {method})",
         "files": {
             k: v["path"] if isinstance(v, dict) else v
             for k, v in report.items()
@@ -50,9 +53,28 @@ def main() -> None:
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+
+
+def main() -> None:
+    config = load_config()
+    formats = tuple(config.export.formats)
+    checkpoint = kept_checkpoint(config.evaluate.keep)
+    report = export_generator(checkpoint, EXPORT, formats=formats)
+    card = model_card(report, checkpoint)
+    if config.export.reverse:
+        if report["config"]["model"]["kind"] != "unpaired":
+            raise StageError("export.reverse: only an unpaired model (model.kind: unpaired) has a B -> A generator")
+        reverse = model_card(
+            export_generator(checkpoint, EXPORT / "reverse", formats=formats, which="BA"), checkpoint, "BA"
+        )
+        atomic_write_text(EXPORT / "reverse" / "model_card.json", json.dumps(reverse, indent=2) + "\n")
     atomic_write_text(MODEL_CARD, json.dumps(card, indent=2) + "\n")
     if "onnx" in report:
         card["registered_model"] = register_export(config, card)
+        if config.export.reverse:
+            registered = register_export(config, reverse, "-BA", REVERSE / "model_card.json")
+            reverse["registered_model"] = card["reverse_registered_model"] = registered
+            atomic_write_text(REVERSE / "model_card.json", json.dumps(reverse, indent=2) + "\n")
         atomic_write_text(MODEL_CARD, json.dumps(card, indent=2) + "\n")
     print(
         f"export: {', '.join(card['files'].values())}; parity {card['parity_max_abs_diff']}; registry "

@@ -5,7 +5,13 @@ dataset reads the halves straight from there. Layouts understood (inside data/ra
 its train/val/test folders): side-by-side A|B images (`combined`: A is the left half), or A/
 and B/ folders with matching file names (`separate`).
 A dataset with its own train/val/test folders keeps them; otherwise pairs are assigned to
-splits by `data.split` ratios with a fixed seed. Files that cannot be used are listed in
+splits by `data.split` ratios with a fixed seed.
+
+Unpaired data (for `model.kind: unpaired`) comes in the reference's unaligned layout:
+`trainA/ trainB/` (+ `valA/ valB/`, `testA/ testB/`), as the official CycleGAN archives hold it.
+Each image is then one row of layout `unpaired`, its domain saying which of a_path / b_path
+names it; a dataset without held-out domain folders has each domain's images assigned to splits
+by the same ratios. Files that cannot be used are listed in
 rejected.csv with a reason (and in the manifest with status `rejected`); the stage fails only
 when no usable pair remains.
 
@@ -142,8 +148,62 @@ def inspect_all(jobs: list[tuple[Path, Path | None, Path]]) -> list[dict]:
         return list(pool.map(inspect, jobs, chunksize=max(1, min(256, len(jobs) // (workers * 8)))))
 
 
+def domain_folders(raw: Path) -> dict[tuple[str, str], Path]:
+    """{(split, domain): folder} of an unaligned dataset (trainA/, trainB/, testA/ ...); {} otherwise."""
+    return {(s, d): raw / f"{s}{d}" for s in SPLITS for d in "AB" if (raw / f"{s}{d}").is_dir()}
+
+
+def inspect_image(job: tuple[Path, Path]) -> dict:
+    """One unpaired image's manifest fields (status ok), or its rejection."""
+    path, raw = job
+    try:
+        w, h = upright_size(path)
+        if min(w, h) < MIN_SIDE:
+            raise ImageError(f"{path}: too small ({w}x{h}, need at least {MIN_SIDE}x{MIN_SIDE})")
+    except ImageError as e:
+        text = str(e)
+        return {"status": "rejected", "path": str(path), "reason": text.removeprefix(f"{path}: ")}
+    return {"status": "ok", "width": w, "height": h, "sha256": sha256(path)}
+
+
+def build_unpaired(raw: Path, folders: dict[tuple[str, str], Path], ratios: SplitConfig):
+    """The manifest of an unaligned dataset: one row per image of either domain."""
+    if not {("train", "A"), ("train", "B")} <= set(folders):
+        missing = next(f"train{d}" for d in "AB" if ("train", d) not in folders)
+        raise StageError(f"{raw / missing}: missing; an unpaired dataset needs trainA/ and trainB/ folders of images")
+    held_out = any(s != "train" for s, _ in folders)
+    found = []
+    for (split, domain), folder in sorted(folders.items()):
+        images = list_images(folder)
+        splits = [split] * len(images) if held_out else assign_splits([p.name for p in images], ratios)
+        found += [(s, domain, p) for s, p in zip(splits, images, strict=True)]
+    rows, rejected = [], []
+    for (split, domain, path), result in zip(found, inspect_all_images([(p, raw) for _, _, p in found]), strict=True):
+        if result["status"] == "rejected":
+            rejected.append({"path": result.pop("path"), "reason": result.pop("reason")})
+        rel = path.relative_to(raw).as_posix()
+        rows.append({
+            "id": f"{path.parent.name}-{path.stem}", "split": split, "layout": "unpaired",
+            "a_path": rel if domain == "A" else "", "b_path": rel if domain == "B" else "", **result,
+        })  # fmt: skip
+    manifest = pd.DataFrame(rows, columns=COLUMNS)
+    manifest[["width", "height"]] = manifest[["width", "height"]].astype("Int64")
+    return manifest, pd.DataFrame(rejected, columns=["path", "reason"])
+
+
+def inspect_all_images(jobs: list[tuple[Path, Path]]) -> list[dict]:
+    workers = min(len(os.sched_getaffinity(0)), max(1, len(jobs) // 64))
+    if workers <= 1:
+        return [inspect_image(job) for job in jobs]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(inspect_image, jobs, chunksize=max(1, min(256, len(jobs) // (workers * 8)))))
+
+
 def build(raw: Path, ratios: SplitConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(manifest with one row per candidate pair, rejected files with reasons)."""
+    folders = domain_folders(raw)
+    if folders:
+        return build_unpaired(raw, folders, ratios)
     rejected: list[dict] = []
     own_splits = [s for s in SPLITS if (raw / s).is_dir()]
     groups = [(s, raw / s) for s in own_splits] if own_splits else [(None, raw)]
@@ -180,6 +240,13 @@ def main() -> None:
         manifest, rejects = build(RAW, ratios)
         rejects.to_csv(staging / "rejected.csv", index=False)
         usable = manifest[manifest["status"] == "ok"]
+        if (usable["layout"] == "unpaired").any():
+            for domain, column in (("A", "a_path"), ("B", "b_path")):
+                if not ((usable["split"] == "train") & (usable[column] != "")).any():
+                    raise StageError(
+                        f"{RAW}: no usable training images in domain {domain} (train{domain}/); "
+                        f"add images there (reasons for rejected ones in {staging / 'rejected.csv'})"
+                    )
         if usable.empty:
             raise StageError(
                 f"{RAW}: no usable image pairs ({len(rejects)} rejected, reasons in "
@@ -201,7 +268,8 @@ def main() -> None:
     counts = usable["split"].value_counts().reindex(list(SPLITS), fill_value=0)
     summary = ", ".join(f"{s} {counts[s]}" for s in SPLITS)
     note = f"; {len(rejects)} rejected (reasons in {PAIRS / 'rejected.csv'})" if len(rejects) else ""
-    print(f"split: {len(usable)} pairs ({summary}) in {RAW}{note}")
+    what = "unpaired images (domains A and B)" if (usable["layout"] == "unpaired").any() else "pairs"
+    print(f"split: {len(usable)} {what} ({summary}) in {RAW}{note}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pix2pix.model import LOSS_NAMES
 from pix2pix.train import Status, Trainer
 
 from ..config import load_config
-from ..data.manifest import data_fingerprint, read_manifest, split_pairs
+from ..data.manifest import data_fingerprint, is_unpaired, read_manifest, split_domains, split_pairs
 from ..imports import ROOT, project_files, relative
 from ..paths import CHECKPOINTS, MANIFEST
 from ..stage import StageError, run_stage
@@ -70,25 +70,36 @@ def prepare_checkpoint_dir(fingerprint: dict) -> bool:
     return False
 
 
-def training_data(cfg, train_pairs):
-    """The train split as the model kind trains on it: pairs, or (model.kind unpaired with
-    data.pairs_apart) the pairs split apart into two unrelated domains."""
+def training_data(cfg, manifest):
+    """(train, val) as the model kind trains on them: pairs; for model.kind unpaired, the two
+    domains of an unpaired manifest (validated by cycle errors), or with data.pairs_apart the
+    pairs split apart (validated against the real pairs)."""
+    if is_unpaired(manifest):
+        if cfg.model.kind != "unpaired":
+            raise StageError(f"{MANIFEST}: holds two unpaired domains (trainA/ trainB/); set model.kind: unpaired")
+        train = UnpairedDataset(*split_domains(manifest, "train"), cfg.data, train=True)
+        for split in ("val", "test"):
+            a, b = split_domains(manifest, split)
+            if a and b:
+                return train, UnpairedDataset(a, b, cfg.data, train=False)
+        return train, None
+    train_pairs = split_pairs(manifest, "train")
+    val_pairs = split_pairs(manifest, "val") or split_pairs(manifest, "test")
+    val = PairedDataset(val_pairs, cfg.data, train=False) if val_pairs else None  # real pairs, either kind
     if cfg.model.kind == "paired":
-        return PairedDataset(train_pairs, cfg.data, train=True)
+        return PairedDataset(train_pairs, cfg.data, train=True), val
     if not cfg.data.pairs_apart:
         raise StageError(
             f"{MANIFEST}: holds pairs and model.kind is unpaired; train them as pairs (model.kind: paired), or "
-            "unpaired on purpose with data.pairs_apart: true (the unpaired-facades preset)"
+            "unpaired on purpose with data.pairs_apart: true (the facades_unpaired preset)"
         )
-    return UnpairedDataset.from_pairs(train_pairs, cfg.data, seed=cfg.train.seed)
+    return UnpairedDataset.from_pairs(train_pairs, cfg.data, seed=cfg.train.seed), val
 
 
 def main() -> None:
     config = load_config()
     cfg = config.library()
     manifest = read_manifest()
-    train_pairs = split_pairs(manifest, "train")
-    val_pairs = split_pairs(manifest, "val") or split_pairs(manifest, "test")
     fingerprint = {"data": data_fingerprint(), "code": code_fingerprint(), "config": cfg.to_dict()}
     # Under torchrun (see the README) rank 0 prepares the folder while the others wait.
     ctx = distributed.context()
@@ -97,8 +108,7 @@ def main() -> None:
     if ctx.enabled:
         torch.distributed.barrier()
         resume = resume or checkpoint_matches(fingerprint)
-    train = training_data(cfg, train_pairs)
-    val = PairedDataset(val_pairs, cfg.data, train=False) if val_pairs else None  # real pairs, either kind
+    train, val = training_data(cfg, manifest)
 
     if not ctx.is_main:  # the other ranks only compute: no logs, files or MLflow run
         if Trainer(cfg, train, CHECKPOINTS, val_data=val, resume=resume).fit()["status"] is Status.INTERRUPTED:
@@ -122,7 +132,8 @@ def main() -> None:
         if mlflow is not None:
             callbacks.append(MlflowCallback(mlflow))
         trainer = Trainer(cfg, train, CHECKPOINTS, val_data=val, callbacks=callbacks, resume=resume)
-        what = f"{len(train)} pairs" if train.paired else f"{len(train.inputs)} + {len(train.targets)} pairs apart"
+        apart = " pairs apart" if cfg.data.pairs_apart else " unpaired images"
+        what = f"{len(train)} pairs" if train.paired else f"{len(train.inputs)} + {len(train.targets)}{apart}"
         print(
             f"train: {cfg.model.kind}, {what}, {trainer.total_epochs} epochs x {trainer.steps_per_epoch} steps on "
             f"{trainer.device}"

@@ -77,7 +77,10 @@ def score_model(mlflow, model_uri: str, pairs: list[tuple[Image.Image, Image.Ima
         to_t = lambda a: torch.tensor(a).permute(2, 0, 1)[None].float() / 255  # noqa: E731
         values.append(float(per_image_metrics(to_t(out), to_t(target))[metric][0]))
     if not values:
-        raise ValueError("no test pairs to score on")
+        raise ValueError(
+            "no test pairs to score on (an unpaired test split has none: compare the versions' test_cycle_* and "
+            "FID tags and move @champion by hand, or train on a paired set with data.pairs_apart)"
+        )
     return float(np.mean(values))
 
 

@@ -28,6 +28,9 @@ from .run import git_info, project_root, shared_run, shown_uri, tracking_uri, wa
 SERVING_CODE = Path(serving.__file__)  # the pyfunc model's code, packaged with each version
 LIBRARY = Path(__file__).resolve().parents[2] / "pix2pix"
 CHALLENGER, CHAMPION = "challenger", "champion"
+# The test metrics a version carries as tags: the paired ones, FID/KID, an unpaired model's.
+TAGGED_METRICS = (*METRIC_NAMES, "fid", "kid")
+UNPAIRED = ("cycle_", "identity_")
 
 
 def model_name(source: str) -> str:
@@ -145,11 +148,12 @@ def register_generator(mlflow, name: str, onnx_path: Path, input_nc: int, output
     return version
 
 
-def register_export(config: PipelineConfig, card: dict) -> dict | None:
+def register_export(config: PipelineConfig, card: dict, suffix: str = "", card_path: Path = MODEL_CARD) -> dict | None:
     """Register the export stage's ONNX generator (`card`: its model card) in the current store,
-    in the training run or the run standing in for it; returns the name, version and store,
-    or None when tracking is unavailable (the exported files stay valid either way)."""
-    name = model_name(config.data.source)
+    in the training run or the run standing in for it, as `pix2pix-<dataset><suffix>`; returns
+    the name, version and store, or None when tracking is unavailable (the exported files stay
+    valid either way)."""
+    name = model_name(config.data.source) + suffix
     kept = card.get("kept") or {
         "checkpoint": "last.pt",
         "path": str(CHECKPOINTS / "last.pt"),
@@ -164,13 +168,15 @@ def register_export(config: PipelineConfig, card: dict) -> dict | None:
     }
     best = kept.get("best") or {}
     tags.update({f"kept_{k}": f"{v:.6g}" for k, v in (best.get("means") or {}).items()})  # the choosing window's means
-    tags.update({f"test_{k}": v for k, v in (card["eval"] or {}).items() if k in METRIC_NAMES})
+    tags.update(
+        {f"test_{k}": v for k, v in (card["eval"] or {}).items() if k in TAGGED_METRICS or k.startswith(UNPAIRED)}
+    )
     data = card["params"]["data"]
     with shared_run(config) as mlflow:
         if mlflow is None:
             return None
         try:
-            mlflow.log_artifact(str(MODEL_CARD), "export")
+            mlflow.log_artifact(str(card_path), "export" + suffix)
             version = register_generator(
                 mlflow, name, Path(card["files"]["onnx"]), data["input_nc"], data["output_nc"], tags
             )
