@@ -38,6 +38,8 @@ def build_unaligned(facades: Path, out: Path, size: int) -> Path:
     if (out / "trainB").is_dir():
         return out
     pairs = sorted((facades / "train").glob("*.jpg"))
+    if not pairs:
+        raise SystemExit(f"{facades / 'train'}: no facades pairs here; pass --facades")
     for name in ("trainA", "trainB"):
         (out / name).mkdir(parents=True, exist_ok=True)
     for i, path in enumerate(pairs):
@@ -66,7 +68,7 @@ def reference_cmd(args, data: Path, steps: int, work: Path) -> list[str]:
     return [
         sys.executable, "train.py", "--dataroot", str(data), "--name", f"speed-{steps}", "--model", "cycle_gan",
         "--dataset_mode", "unaligned", "--checkpoints_dir", str(work / "ref-checkpoints"),
-        "--load_size", str(round(args.size * 286 / 256)), "--crop_size", str(args.size), "--gpu_ids", "-1",
+        "--load_size", str(round(args.size * 286 / 256)), "--crop_size", str(args.size),
         "--max_dataset_size", str(steps), "--n_epochs", "1", "--n_epochs_decay", "0", "--no_html",
         "--print_freq", "100000", "--display_freq", "100000", "--save_epoch_freq", "100000",
         "--save_latest_freq", "100000000",
