@@ -2,7 +2,7 @@
 
     python benchmarks/quality.py --reference ~/src/pytorch-CycleGAN-and-pix2pix \\
         [--task labels2photo|edges2photo] [--size 128] [--reference-epochs 5 5] [--seeds 0 1] \\
-        [--variants paper ema feat ema+feat resnet] [--work /tmp/p2p-quality]
+        [--variants paper ema feat ema+feat resnet unpaired] [--work /tmp/p2p-quality]
 
 For each seed: the reference's own train.py runs first, as its users run it (`--model pix2pix`,
 batch 1, its defaults, CPU; `import wandb` made optional in the checkout, nothing else changed),
@@ -45,6 +45,9 @@ VARIANTS: dict[str, list[str]] = {
     "resnet": ["--netG", "resnet_9blocks", "--norm", "instance"],
     "sn": ["--spectral-norm"],
     "recipe-best": ["--recipe", "best"],
+    # Unpaired (CycleGAN, the cyclegan recipe) on the training pairs split apart: no pair is ever
+    # seen together; scored against the real test pairs like every other row.
+    "unpaired": ["--kind", "unpaired", "--pairs-apart"],
 }
 
 
@@ -147,6 +150,18 @@ def run_ours(args, data: Path, direction: str, variant: str, seed: int, minutes:
     return row
 
 
+def input_baseline(args, data: Path, direction: str) -> dict:
+    """The test input returned as the output (resized like the outputs): the bar a translation
+    must clear."""
+    from pix2pix.config import DataConfig
+    from pix2pix.data import PairedDataset, iter_batches
+    from pix2pix.metrics import evaluate
+
+    cfg = DataConfig(direction=direction, load_size=args.size, crop_size=args.size)
+    means, _ = evaluate(lambda x: x, iter_batches(PairedDataset(data / "test", cfg, train=False)))
+    return {"variant": "input as output", "seed": "-", "train_s": 0.0, **{k: round(v, 5) for k, v in means.items()}}
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| variant | seed | train s | test L1 | PSNR | SSIM | sharpness | last.pt L1 / SSIM |", "|---" * 8 + "|"]
     for r in rows:
@@ -182,7 +197,8 @@ def main() -> None:
     data, direction = args.facades, "BtoA"
     if args.task == "edges2photo":
         data, direction = build_edges_task(args.facades, args.work), "AtoB"
-    rows = []
+    rows = [input_baseline(args, data, direction)]
+    print(json.dumps(rows[-1]), flush=True)
     for seed in args.seeds:
         minutes = args.budget_minutes
         if args.reference:

@@ -270,6 +270,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .loading import load_runner
     from .metrics import evaluate
 
+    split = next((s for s in ("test", "val", "train") if (args.data / f"{s}A").is_dir()), None)
+    if split is not None:  # two unpaired domains: no targets to compare with
+        return _evaluate_unpaired(args, split)
     runner = load_runner(args.model, device=args.device, amp=args.amp)
     cfg = Config.from_dict(runner.config)
     data = PairedDataset(args.data, cfg.data, train=False)
@@ -294,6 +297,46 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.grid.parent.mkdir(parents=True, exist_ok=True)
         count = min(args.grid_images, len(data))
         save_image(comparison_grid(runner, collate([data[i] for i in range(count)])), args.grid)
+    print(text)
+    return 0
+
+
+def _evaluate_unpaired(args: argparse.Namespace, split: str) -> int:
+    """Cycle and identity errors of an unpaired checkpoint (both generators) on {split}A/ + {split}B/."""
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .data import UnpairedDataset
+    from .errors import CheckpointError
+    from .loading import generator_from_state
+    from .metrics import unpaired_scores
+
+    state = load_checkpoint(args.model, map_location=args.device)
+    if "generator_BA" not in state:
+        raise CheckpointError(
+            f"{args.model}: {args.data} holds two unpaired domains ({split}A/, {split}B/), which only an unpaired "
+            "training checkpoint (both generators) can be scored on"
+        )
+    (g, cfg), (f, _) = generator_from_state(state), generator_from_state(state, "BA")
+    g, f = g.to(args.device), f.to(args.device)
+    data = UnpairedDataset.from_folder(args.data, cfg.data, split, train=False)
+
+    def side(which: str, items: list):
+        for i in range(len(items)):
+            item = data[i]
+            name = item["name"] if which == "input" else data._path(items[i]).stem
+            yield [name], item[which][None]
+
+    with torch.no_grad():
+        means, _ = unpaired_scores(
+            g, f, side("input", data.inputs), side("target", data.targets), args.device,
+            cfg.data.input_nc == cfg.data.output_nc, data.order,
+        )  # fmt: skip
+    means.update({"split": split, **{f"count_{d}": len(data.domains[d]) for d in "AB"}})
+    text = json.dumps(means, indent=2)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
     print(text)
     return 0
 
@@ -389,9 +432,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("evaluate", help="L1 / PSNR / SSIM of a model on a folder of pairs")
+    p = sub.add_parser(
+        "evaluate",
+        help="L1 / PSNR / SSIM of a model on a folder of pairs; cycle and identity errors of an unpaired "
+        "checkpoint on testA/ + testB/",
+    )
     p.add_argument("--model", type=Path, required=True, help="checkpoint, TorchScript or ONNX file")
-    p.add_argument("--data", type=Path, required=True, help="folder of A|B images or with A/ B/ subfolders")
+    p.add_argument(
+        "--data", type=Path, required=True, help="folder of A|B images or with A/ B/ subfolders; or testA/ testB/"
+    )
     p.add_argument("--out", type=Path, help="write the mean metrics as JSON here")
     p.add_argument("--per-image", type=Path, help="write one CSV row per image here")
     p.add_argument(

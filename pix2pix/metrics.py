@@ -73,14 +73,17 @@ def unpaired_scores(
     domain_b: Iterable[tuple[str, torch.Tensor]],
     device: torch.device | str = "cpu",
     identity: bool = True,
+    names: tuple[str, str] = ("A", "B"),
 ) -> tuple[dict[str, float], list[dict]]:
     """What an unpaired model (G: A -> B, F: B -> A) can be judged on without pairs, in [0, 1]
     image units: the cycle errors mean |F(G(a)) - a| (cycle_A) and |G(F(b)) - b| (cycle_B),
     and with `identity` (same channels in and out) how much each generator changes an image of
     its own output domain, mean |G(b) - b| (identity_B) and |F(a) - a| (identity_A).
-    `domain_a` / `domain_b`: (name, image batch in [-1, 1]) items. Returns (means, rows)."""
+    `domain_a` / `domain_b`: (name, image batch in [-1, 1]) items of G's input and output
+    domains, which `names` calls A and B (("B", "A") for a model trained BtoA, so that the keys
+    name the folders). Returns (means, rows)."""
     rows: list[dict] = []
-    for domain, items, forward, back in (("A", domain_a, g, f), ("B", domain_b, f, g)):
+    for domain, items, forward, back in ((names[0], domain_a, g, f), (names[1], domain_b, f, g)):
         for name, x in items:
             x = x.to(device)
             cycle = (back(forward(x)).float() - x).abs().flatten(1).mean(1) / 2
@@ -90,7 +93,7 @@ def unpaired_scores(
             for i, n in enumerate(name):
                 rows.append({"name": n, "domain": domain, **{k: float(v[i]) for k, v in row.items() if k != "domain"}})
     means = {}
-    for domain in "AB":
+    for domain in sorted(names):
         own = [r for r in rows if r["domain"] == domain]
         if not own:
             raise ValueError(f"unpaired_scores: no images of domain {domain}")

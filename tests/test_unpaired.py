@@ -188,5 +188,9 @@ def test_cli_trains_unpaired_and_exports_each_direction_with_parity(unaligned, t
     )
     assert r.returncode == 0, r.stderr
     assert Image.open(tmp_path / "l.png").size == (32, 32)
+    r = run_cli("evaluate", "--model", out / "last.pt", "--data", unaligned)  # testA/ + testB/: no pairs
+    assert r.returncode == 0, r.stderr
+    scores = json.loads(r.stdout)
+    assert scores["split"] == "test" and scores["count_A"] == 3 and 0 < scores["cycle_A"] < 1 and "identity_B" in scores
     r = run_cli("train", "--kind", "unpaired", "--data", unaligned / "trainA", "--out", tmp_path / "bad")
     assert r.returncode != 0 and "Traceback" not in r.stderr and "no trainA/ + trainB/" in r.stderr

@@ -120,9 +120,11 @@ def evaluate_unpaired(
         )
     test = UnpairedDataset(a, b, cfg.data, train=False)
     same = cfg.data.input_nc == cfg.data.output_nc
-    means, rows = unpaired_scores(g, f, domain_batches(test, "input"), domain_batches(test, "target"), device, same)
+    means, rows = unpaired_scores(
+        g, f, domain_batches(test, "input"), domain_batches(test, "target"), device, same, test.order
+    )
     result = {
-        "split": split, "count_A": len(test.inputs), "count_B": len(test.targets), "checkpoint": checkpoint.name,
+        "split": split, "count_A": len(a), "count_B": len(b), "checkpoint": checkpoint.name,
         "checkpoint_step": state.get("step", 0), **{k: round(v, 5) for k, v in means.items()},
     }  # fmt: skip
     weights = find_weights(config.evaluate.fid_weights)
@@ -164,7 +166,7 @@ def main() -> None:
     if is_unpaired(manifest):
         result, rows, test, f = evaluate_unpaired(config, state, g, checkpoint, manifest, split, device)
         index_of = {test._path(p).stem: i for i, p in enumerate(test.inputs)}
-        a_rows = [r for r in rows if r["domain"] == "A"]  # the input domain's, as unpaired_scores names it
+        a_rows = [r for r in rows if r["domain"] == test.order[0]]  # the input domain's
         write_results(
             config,
             result,
