@@ -19,6 +19,9 @@ from ..presets import PRESETS, PresetError, apply, get
 
 # Measured throughput of our trainer at 256x256 (benchmarks/README.md), for the time estimates.
 CPU_IMAGES_PER_S = 1.1  # the project's 2-core reference CPU, batch 1
+# An unpaired (CycleGAN) step runs four ResNet-9 / PatchGAN networks, six generator passes: at
+# 256x256 on the same CPU 21.6 s against pix2pix's 0.9 s (benchmarks/unpaired_speed.py).
+UNPAIRED_STEP_COST = 24.0
 
 # name: (task, pairs in the training split; None = your photos)
 ABOUT: dict[str, tuple[str, int | None]] = {
@@ -46,7 +49,8 @@ def epochs(name: str) -> int:
 
 def hours(name: str, images_per_s: float = CPU_IMAGES_PER_S) -> float:
     """Training time; for builder presets, per 1,000 photos."""
-    return (ABOUT[name][1] or 1000) * epochs(name) / images_per_s / 3600
+    cost = UNPAIRED_STEP_COST if get(name).get("model.kind") == "unpaired" else 1.0
+    return (ABOUT[name][1] or 1000) * epochs(name) * cost / images_per_s / 3600
 
 
 def duration(name: str, images_per_s: float) -> str:
