@@ -50,7 +50,54 @@ def build_model(cfg: Config, device: torch.device) -> nn.Module:
     return Pix2Pix(cfg, device)
 
 
-class Pix2Pix(nn.Module):
+class GANModel(nn.Module):
+    """What the trainer drives in both kinds of model (`Pix2Pix`, `pix2pix.unpaired.CycleGAN`):
+    the generator to judge (`G`, or its average `G_ema`), mixed precision, and the learning
+    rates of `opt_G` / `opt_D` with their schedulers. Subclasses build those and `train_step`."""
+
+    def train(self, mode: bool = True) -> GANModel:
+        super().train(mode)
+        if self.G_ema is not None:
+            self.G_ema.eval()  # an average is never trained: no dropout, BatchNorm statistics copied
+        return self
+
+    @property
+    def inference_G(self) -> nn.Module:
+        """The generator to judge and export: the EMA one when kept, else G."""
+        return self.G_ema if self.G_ema is not None else self.G
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """ema = decay * ema + (1 - decay) * G for every weight; G's buffers copied as they are."""
+        if self.G_ema is None:
+            return
+        ema, live = list(self.G_ema.parameters()), list(self.G.parameters())
+        torch._foreach_lerp_(ema, live, 1.0 - self.cfg.train.ema)
+        for ema_buffer, buffer in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
+            ema_buffer.copy_(buffer)
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def schedulers_step(self) -> None:
+        self.sched_G.step()
+        self.sched_D.step()
+
+    def set_lr_factor(self, factor: float) -> None:
+        """Both learning rates at `factor` times their base (a time budget's schedule)."""
+        t = self.cfg.train
+        for opt, base in ((self.opt_G, t.lr), (self.opt_D, t.lr if t.lr_D is None else t.lr_D)):
+            for group in opt.param_groups:
+                group["lr"] = base * factor
+
+    @property
+    def lr(self) -> float:
+        return self.opt_G.param_groups[0]["lr"]
+
+
+class Pix2Pix(GANModel):
     """Generator `G`, discriminator `D` and, with `train.ema`, the averaged generator `G_ema`
     (its only submodules), their optimisers and schedulers, and one training step."""
 
@@ -109,32 +156,6 @@ class Pix2Pix(nn.Module):
             run["D"] = torch.compile(run["D"])
             run["D_frozen"] = torch.compile(self.D) if ctx.enabled else run["D"]
 
-    def train(self, mode: bool = True) -> Pix2Pix:
-        super().train(mode)
-        if self.G_ema is not None:
-            self.G_ema.eval()  # an average is never trained: no dropout, BatchNorm statistics copied
-        return self
-
-    @property
-    def inference_G(self) -> nn.Module:
-        """The generator to judge and export: the EMA one when kept, else G."""
-        return self.G_ema if self.G_ema is not None else self.G
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        """ema = decay * ema + (1 - decay) * G for every weight; G's buffers copied as they are."""
-        if self.G_ema is None:
-            return
-        ema, live = list(self.G_ema.parameters()), list(self.G.parameters())
-        torch._foreach_lerp_(ema, live, 1.0 - self.cfg.train.ema)
-        for ema_buffer, buffer in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
-            ema_buffer.copy_(buffer)
-
-    def autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
     def train_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """One D update then one G update; returns the detached losses named in LOSS_NAMES."""
         run = self.runners
@@ -180,21 +201,6 @@ class Pix2Pix(nn.Module):
         if matching:
             losses["G_feat"] = loss_g_feat
         return {name: loss.detach() for name, loss in losses.items()}
-
-    def schedulers_step(self) -> None:
-        self.sched_G.step()
-        self.sched_D.step()
-
-    def set_lr_factor(self, factor: float) -> None:
-        """Both learning rates at `factor` times their base (a time budget's schedule)."""
-        t = self.cfg.train
-        for opt, base in ((self.opt_G, t.lr), (self.opt_D, t.lr if t.lr_D is None else t.lr_D)):
-            for group in opt.param_groups:
-                group["lr"] = base * factor
-
-    @property
-    def lr(self) -> float:
-        return self.opt_G.param_groups[0]["lr"]
 
     def training_state(self) -> dict[str, Any]:
         extra = {"generator_ema": self.G_ema.state_dict()} if self.G_ema is not None else {}

@@ -13,7 +13,6 @@ EMA, callbacks and SIGTERM handling are the paired model's, unchanged.
 from __future__ import annotations
 
 import copy
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -22,6 +21,7 @@ from torch import nn
 from .config import Config
 from .distributed import DistContext
 from .losses import GANLoss, cycle_loss, discriminator_loss, identity_loss
+from .model import GANModel, linear_decay
 from .networks import build_discriminator, build_generator, count_parameters
 from .performance import autocast_dtype, use_channels_last
 
@@ -63,7 +63,7 @@ class ImagePool:
         self.generator.set_state(state["generator"])
 
 
-class CycleGAN(nn.Module):
+class CycleGAN(GANModel):
     """`G` (A -> B), `G_BA`, `D` (judges B), `D_A` (judges A) and, with `train.ema`, `G_ema`;
     one optimiser for both generators and one for both discriminators, as the reference."""
 
@@ -94,8 +94,6 @@ class CycleGAN(nn.Module):
         self.opt_G = torch.optim.Adam([*self.G.parameters(), *self.G_BA.parameters()], t.lr, betas, fused=fused)
         lr_d = t.lr if t.lr_D is None else t.lr_D
         self.opt_D = torch.optim.Adam([*self.D.parameters(), *self.D_A.parameters()], lr_d, betas, fused=fused)
-        from .model import linear_decay  # one schedule for both kinds
-
         decay = linear_decay(t.epochs, t.epochs_decay)
         self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, decay)
         self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, decay)
@@ -125,29 +123,6 @@ class CycleGAN(nn.Module):
         if self.cfg.train.compile:
             for name in run:
                 run[name] = torch.compile(run[name])
-
-    def train(self, mode: bool = True) -> CycleGAN:
-        super().train(mode)
-        if self.G_ema is not None:
-            self.G_ema.eval()
-        return self
-
-    @property
-    def inference_G(self) -> nn.Module:
-        return self.G_ema if self.G_ema is not None else self.G
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        if self.G_ema is None:
-            return
-        torch._foreach_lerp_(list(self.G_ema.parameters()), list(self.G.parameters()), 1.0 - self.cfg.train.ema)
-        for ema_buffer, buffer in zip(self.G_ema.buffers(), self.G.buffers(), strict=True):
-            ema_buffer.copy_(buffer)
-
-    def autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def train_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
         """One update of both generators, then of both discriminators; `real_a` and `real_b`
@@ -244,20 +219,6 @@ class CycleGAN(nn.Module):
             "cycle_A": float((aba - real_a).abs().mean() / 2),
             "cycle_B": float((bab - real_b).abs().mean() / 2),
         }
-
-    def schedulers_step(self) -> None:
-        self.sched_G.step()
-        self.sched_D.step()
-
-    def set_lr_factor(self, factor: float) -> None:
-        t = self.cfg.train
-        for opt, base in ((self.opt_G, t.lr), (self.opt_D, t.lr if t.lr_D is None else t.lr_D)):
-            for group in opt.param_groups:
-                group["lr"] = base * factor
-
-    @property
-    def lr(self) -> float:
-        return self.opt_G.param_groups[0]["lr"]
 
     def training_state(self) -> dict[str, Any]:
         extra = {"generator_ema": self.G_ema.state_dict()} if self.G_ema is not None else {}
