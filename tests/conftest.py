@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-# Two cores: one thread per pytest-xdist process (two of them), two when the suite runs alone.
+# One thread per pytest-xdist process (two per core, see below), two when the suite runs alone.
 THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
 os.environ.setdefault("OMP_NUM_THREADS", THREADS)
 ROOT = Path(__file__).resolve().parents[1]
@@ -411,10 +411,28 @@ def stack(tmp_path_factory):
     yield from running_stack(tmp_path_factory)
 
 
-# Modules that hold a server stack for many minutes go first, so pytest-xdist (--dist loadfile
-# hands out whole modules in collection order) starts them on different workers at once.
-LONG_FIRST = ("test_team_stack.py", "test_team_stack_faults.py")
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: two processes per core. Much of the slow tier waits rather than computes (server
+    start-ups, Prefect's heartbeats, a stack's workers training in their own processes): with one
+    process per core a third of the CPU time went unused; extra processes run the CPU-bound
+    modules meanwhile (each with one thread, so they share the cores instead of oversubscribing)."""
+    return min(2 * len(os.sched_getaffinity(0)), 16)
+
+
+# The longest modules go first, longest first (measured: --durations=0 summed per module), so
+# pytest-xdist (--dist loadfile hands out whole modules in collection order) starts the two
+# team stacks at once and no long module is left to run alone at the end.
+LONG_FIRST = (
+    "test_team_stack.py",
+    "test_team_stack_faults.py",
+    "test_pipeline_e2e.py",
+    "test_reliability.py",
+    "test_mlflow.py",
+    "test_prefect_server.py",
+    "test_train.py",
+)
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: item.path.name not in LONG_FIRST)
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))
