@@ -189,15 +189,16 @@ class TextbookCycleGAN:
 
 class OursCycleGAN:
     def __init__(self, folder: Path, size: int):
-        from pix2pix.cli import _config_from_args, build_parser
-        from pix2pix.data import UnpairedDataset
+        from pix2pix.cli import build_parser
+        from pix2pix.cli_config import config_from_args
         from pix2pix.train import Trainer
+        from pix2pix.unpaired_data import UnpairedDataset
 
         args = build_parser().parse_args(
             ["train", "--kind", "unpaired", "--data", str(folder), "--out", "x", "--crop-size", str(size),
              "--load-size", str(round(size * 286 / 256)), "--direction", "AtoB", "--device", "cpu"]
         )  # fmt: skip
-        cfg = _config_from_args(args)  # the cyclegan recipe, as `pix2pix train --kind unpaired` builds it
+        cfg = config_from_args(args)  # the cyclegan recipe, as `pix2pix train --kind unpaired` builds it
         data = UnpairedDataset.from_folder(folder, cfg.data)
         import tempfile
 

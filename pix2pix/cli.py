@@ -11,111 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import typing
-from dataclasses import fields
 from pathlib import Path
 
 from . import recipes
-from .config import (
-    SOURCE_KEYS,
-    SWITCH,
-    Config,
-    ConfigError,
-    DataConfig,
-    ModelConfig,
-    TrainConfig,
-    build_section,
-    type_name,
-)
-from .errors import Pix2PixError, first_line
+from .cli_config import add_config_flags, config_from_args
+from .config import SWITCH, Config
+from .errors import Pix2PixError
 
-SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 AMP_HELP = (
     "bf16 autocast for checkpoint and TorchScript models: auto = on CUDA and CPUs with native bf16 (ONNX stays float32)"
 )
-
-
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field, with the field's help and choices; booleans as --x/--no-x."""
-    parser.add_argument(
-        "--config",
-        type=Path,
-        help="YAML/JSON file with data/model/train sections (e.g. params.yaml); flags override it",
-    )
-    for section, cls in SECTIONS.items():
-        group = parser.add_argument_group(f"{section} options")
-        hints = typing.get_type_hints(cls)
-        for f in fields(cls):
-            flag = f"--{f.name.replace('_', '-')}"
-            text = f"{f.metadata.get('help', '')} (default: {f.default})"
-            kwargs: dict = {"dest": f"{section}.{f.name}", "default": None, "help": text}
-            if hints[f.name] is bool:
-                group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
-                continue
-            choices = f.metadata.get("choices")
-            if choices:
-                kwargs["choices"] = [str(c) for c in choices]
-                kwargs["metavar"] = "{" + ",".join(map(str, choices)) + "}"
-            else:
-                kwargs["metavar"] = type_name(hints[f.name]).upper()
-            group.add_argument(flag, **kwargs)
-
-
-def _read_config_file(path: Path) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    text = path.read_text()
-    if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})") from None
-    else:
-        try:
-            import yaml
-        except ImportError:
-            raise ConfigError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or pass a .json file") from None
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({first_line(e)})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected data:, model: and train: sections")
-    preset = data.get("preset")
-    if preset not in (None, "none"):
-        raise ConfigError(
-            f"{path}: preset: {preset} is a pipeline setting the pix2pix CLI does not apply; "
-            f"write it into the file first (python -m pipeline.ops.presets apply {preset}) or set preset: none"
-        )
-    return data
-
-
-def _config_from_args(args: argparse.Namespace) -> Config:
-    """The file's data/model/train sections (strict), the recipe (--recipe, else the file's
-    `recipe:`) on every key still at its default, then the flags over both."""
-    base = _read_config_file(args.config) if args.config else {}
-    where = f"{args.config}: " if args.config else ""
-    values = {}
-    for section, cls in SECTIONS.items():
-        values[section] = dict(base.get(section) or {})
-        if section == "data":  # a pipeline params.yaml also says where its data comes from
-            values[section] = {k: v for k, v in values[section].items() if k not in SOURCE_KEYS}
-        try:
-            build_section(cls, values[section], section)  # the file alone: errors name the file
-        except ConfigError as e:
-            raise ConfigError(f"{where}{e}") from None
-    try:
-        kind = getattr(args, "model.kind", None) or values["model"].get("kind")
-        recipe = args.recipe or base.get("recipe") or recipes.default_for(kind)
-        values = recipes.apply(values, str(recipe), Config().to_dict())
-    except ConfigError as e:
-        raise ConfigError(f"{'' if args.recipe else where}{e}") from None
-    for section, cls in SECTIONS.items():
-        for f in fields(cls):
-            flag = getattr(args, f"{section}.{f.name}")
-            if flag is not None:
-                values[section][f.name] = flag
-    return Config(**{name: build_section(cls, values[name], name) for name, cls in SECTIONS.items()}).validate()
 
 
 def _split_dirs(root: Path, val: Path | None) -> tuple[Path, Path | None]:
@@ -128,7 +33,8 @@ def _split_dirs(root: Path, val: Path | None) -> tuple[Path, Path | None]:
 
 def _training_data(args: argparse.Namespace, cfg: Config):
     """(train, val, where): the datasets `--data` holds for `model.kind`."""
-    from .data import PairedDataset, UnpairedDataset, discover_pairs
+    from .data import PairedDataset, discover_pairs
+    from .unpaired_data import UnpairedDataset
 
     if cfg.model.kind == "paired":
         train_dir, val_dir = _split_dirs(args.data, args.val)
@@ -148,7 +54,7 @@ def _training_data(args: argparse.Namespace, cfg: Config):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg = _config_from_args(args)
+    cfg = config_from_args(args)
     from . import drift
     from .callbacks import SampleSaver
     from .train import Status, Trainer
@@ -213,7 +119,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     from . import drift, monitor
     from .errors import ImageError
     from .files import atomic_write_text
-    from .translate import plot_distributions
+    from .translate_records import plot_distributions
 
     ref = args.reference
     if ref.is_dir():  # an export folder
@@ -306,10 +212,10 @@ def _evaluate_unpaired(args: argparse.Namespace, split: str) -> int:
     import torch
 
     from .checkpoint import load_checkpoint
-    from .data import UnpairedDataset
     from .errors import CheckpointError
     from .loading import generator_from_state
     from .metrics import unpaired_scores
+    from .unpaired_data import UnpairedDataset
 
     state = load_checkpoint(args.model, map_location=args.device)
     if "generator_BA" not in state:
@@ -365,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"a named way to train, on every model/train key left at its default: {recipes.help_text()} "
         "(default: the config file's recipe:, else paper; cyclegan with --kind unpaired)",
     )
-    _add_config_flags(p)
+    add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="translate an image or a folder of images of any size")

@@ -106,7 +106,7 @@ def reference_from_pairs(pairs: Sequence, data_cfg, limit: int = REFERENCE_IMAGE
 
 def reference_of(dataset, data_cfg, limit: int = REFERENCE_IMAGES) -> dict[str, Any]:
     """The reference of a training dataset's inputs: a paired one's input halves, or an unpaired
-    one's input domain (pix2pix.data.UnpairedDataset.input_arrays)."""
+    one's input domain (pix2pix.unpaired_data.UnpairedDataset.input_arrays)."""
     if getattr(dataset, "paired", True):
         return reference_from_pairs(dataset.pairs, data_cfg, limit)
     arrays = dataset.input_arrays(limit)

@@ -22,15 +22,15 @@ from .budget import TimeBudget
 from .callbacks import Callback, CallbackList
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, patch_receptive_fields
-from .data import EpochSampler, PairedDataset, collate, iter_batches, loader_workers, training_loader
+from .data import EpochSampler, PairedDataset, collate, loader_workers, training_loader
 from .distributed import select_device
 from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .grid import comparison_grid
-from .metrics import evaluate
 from .model import LOSS_NAMES, Pix2Pix, build_model, linear_decay
 from .performance import configure_backends, flush_denormals, retain_freed_memory
 from .runstate import StopRequest, rng_state, set_rng_state, with_defaults
 from .selection import BestSelector
+from .validation import validation_scores
 
 __all__ = ["LOSS_NAMES", "Pix2Pix", "Status", "Trainer", "TrainingDiverged", "linear_decay", "select_device"]
 
@@ -223,29 +223,7 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         if self.val_data is None or not self.dist.is_main:
             return {}
-        batches = iter_batches(self.val_data, range(min(self.val_images, len(self.val_data))))
-        if not getattr(self.val_data, "paired", True):  # two unrelated domains: no target to compare with
-            return self._validate_cycles(batches)
-        g = self.model.inference_G  # the EMA generator when kept: what export will ship
-        was_training = g.training
-        g.eval()
-        try:
-            with self.model.autocast():  # the precision training runs in
-                means, _ = evaluate(g, batches, self.device)
-        finally:
-            g.train(was_training)
-        return {f"val_{k}": v for k, v in means.items()}
-
-    def _validate_cycles(self, batches) -> dict[str, float]:
-        """Unpaired validation without pairs: the mean cycle errors A -> B -> A and B -> A -> B."""
-        sums, n = {"cycle_A": 0.0, "cycle_B": 0.0}, 0
-        for batch in batches:
-            size = batch["input"].shape[0]
-            errors = self.model.cycle_errors(batch["input"].to(self.device), batch["target"].to(self.device))
-            for k, v in errors.items():
-                sums[k] += v * size
-            n += size
-        return {f"val_{k}": v / max(n, 1) for k, v in sums.items()}
+        return validation_scores(self.model, self.val_data, self.val_images, self.device)
 
     def _check_finite(self) -> None:
         """Refuse to go on (or to checkpoint) once a loss is NaN or infinite."""

@@ -7,7 +7,8 @@ import yaml
 
 from pipeline.config import PipelineConfig, config_from_dict, load_config
 from pipeline.tracking.promotion import PromotionConfig, gate_settings
-from pix2pix.cli import _config_from_args, build_parser, main
+from pix2pix.cli import build_parser, main
+from pix2pix.cli_config import config_from_args
 from pix2pix.config import ConfigError, build_section, option
 
 from conftest import ROOT
@@ -74,7 +75,7 @@ def _args(*argv):
 
 
 def test_cli_flags_have_help_choices_and_negatable_booleans(capsys):
-    cfg = _config_from_args(_args("--no-flip", "--direction", "BtoA", "--epochs", "3"))
+    cfg = config_from_args(_args("--no-flip", "--direction", "BtoA", "--epochs", "3"))
     assert cfg.data.flip is False and cfg.data.direction == "BtoA" and cfg.train.epochs == 3
     with pytest.raises(SystemExit):
         _args("--gan-mode", "wgan")
@@ -84,7 +85,7 @@ def test_cli_flags_have_help_choices_and_negatable_booleans(capsys):
 
 
 def test_cli_config_file_is_strict_and_reads_the_pipelines_params_yaml(tmp_path, capsys):
-    cfg = _config_from_args(_args("--config", str(ROOT / "params.yaml"), "--crop-size", "32", "--load-size", "36"))
+    cfg = config_from_args(_args("--config", str(ROOT / "params.yaml"), "--crop-size", "32", "--load-size", "36"))
     assert (cfg.data.crop_size, cfg.model.ngf, cfg.train.batch_size) == (32, 32, 4)  # the file, then the flags
     bad = tmp_path / "cfg.yaml"
     bad.write_text("train:\n  epochz: 3\n")
@@ -114,16 +115,16 @@ def test_a_recipe_sets_the_keys_left_at_their_defaults_and_explicit_keys_win(tmp
     cfg = config_from_dict({"recipe": "best", "preset": "facades", **mine})
     assert getattr(getattr(cfg, section), name) == mine[section][name] and cfg.train.epochs == 100
     # The CLI: --recipe, else the config file's recipe:, and flags over both.
-    cli = _config_from_args(_args("--recipe", "best", "--ema", "0.9"))
+    cli = config_from_args(_args("--recipe", "best", "--ema", "0.9"))
     assert cli.train.ema == 0.9 and all(
         getattr(getattr(cli, k.split(".")[0]), k.split(".")[1]) == v for k, v in best.items() if k != "train.ema"
     )
     params = tmp_path / "params.yaml"
     params.write_text((ROOT / "params.yaml").read_text().replace("recipe: paper", "recipe: best"))
-    from_file = _config_from_args(_args("--config", str(params)))
+    from_file = config_from_args(_args("--config", str(params)))
     assert all(getattr(getattr(from_file, k.split(".")[0]), k.split(".")[1]) == v for k, v in best.items())
-    assert _config_from_args(_args("--config", str(params), "--recipe", "paper")).to_dict() == (
-        _config_from_args(_args("--config", str(ROOT / "params.yaml"))).to_dict()
+    assert config_from_args(_args("--config", str(params), "--recipe", "paper")).to_dict() == (
+        config_from_args(_args("--config", str(ROOT / "params.yaml"))).to_dict()
     )
     # Unknown names: one line listing the known ones.
     with pytest.raises(ConfigError, match="recipe: unknown recipe 'fast'; choose one of paper, best"):

@@ -9,11 +9,12 @@ import torch
 from PIL import Image
 
 from pix2pix.config import Config
-from pix2pix.data import PairedDataset, UnpairedDataset, discover_domains, discover_pairs
+from pix2pix.data import PairedDataset, discover_pairs
 from pix2pix.errors import CheckpointError, ConfigError, ImageError
 from pix2pix.losses import cycle_loss, identity_loss
 from pix2pix.train import Trainer
 from pix2pix.unpaired import ImagePool
+from pix2pix.unpaired_data import UnpairedDataset, discover_domains
 
 from conftest import run_cli, tiny_config
 

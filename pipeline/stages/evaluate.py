@@ -23,13 +23,14 @@ from torchvision.utils import save_image
 
 from pix2pix.checkpoint import load_checkpoint
 from pix2pix.config import Config
-from pix2pix.data import PairedDataset, UnpairedDataset, collate, iter_batches, to_image_range
+from pix2pix.data import PairedDataset, collate, iter_batches, to_image_range
 from pix2pix.distributed import select_device
 from pix2pix.fid import WEIGHTS_FILE, InceptionDistances, find_weights, looked_in
 from pix2pix.files import atomic_write_text
 from pix2pix.grid import comparison_grid
 from pix2pix.loading import generator_from_state, in_precision
 from pix2pix.metrics import METRIC_NAMES, evaluate, high_frequency_energy, per_image_metrics, unpaired_scores
+from pix2pix.unpaired_data import UnpairedDataset
 
 from ..config import load_config
 from ..data.manifest import held_out_split, is_unpaired, read_manifest, split_domains, split_pairs

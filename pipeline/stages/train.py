@@ -22,11 +22,12 @@ import torch
 
 from pix2pix import distributed, drift
 from pix2pix.callbacks import Callback, SampleSaver
-from pix2pix.data import PairedDataset, UnpairedDataset
+from pix2pix.data import PairedDataset
 from pix2pix.distributed import select_device
 from pix2pix.files import atomic_write_text
 from pix2pix.model import LOSS_NAMES
 from pix2pix.train import Status, Trainer
+from pix2pix.unpaired_data import UnpairedDataset
 
 from ..config import load_config
 from ..data.manifest import data_fingerprint, is_unpaired, read_manifest, split_domains, split_pairs
