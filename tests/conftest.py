@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-# One thread per pytest-xdist process (two per core, see below), two when the suite runs alone.
+# Two cores: one thread per pytest-xdist process (two of them), two when the suite runs alone.
 THREADS = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
 os.environ.setdefault("OMP_NUM_THREADS", THREADS)
 ROOT = Path(__file__).resolve().parents[1]
@@ -411,17 +411,11 @@ def stack(tmp_path_factory):
     yield from running_stack(tmp_path_factory)
 
 
-def pytest_xdist_auto_num_workers(config) -> int:
-    """`-n auto`: two processes per core. Much of the slow tier waits rather than computes (server
-    start-ups, Prefect's heartbeats, a stack's workers training in their own processes): with one
-    process per core a third of the CPU time went unused; extra processes run the CPU-bound
-    modules meanwhile (each with one thread, so they share the cores instead of oversubscribing)."""
-    return min(2 * len(os.sched_getaffinity(0)), 16)
-
-
 # The longest modules go first, longest first (measured: --durations=0 summed per module), so
 # pytest-xdist (--dist loadfile hands out whole modules in collection order) starts the two
-# team stacks at once and no long module is left to run alone at the end.
+# team stacks at once and no long module is left to run alone at the end. (Two processes per
+# core were measured too: 21.5 min against 22.0, each module slowed by the others as much as the
+# waits were filled - summed test time 4,898 s against 2,570 - so one per core stays.)
 LONG_FIRST = (
     "test_team_stack.py",
     "test_team_stack_faults.py",

@@ -46,10 +46,12 @@ def test_linear_decay_schedule():
 
 
 def test_overfitting_one_pair_halves_its_l1(tmp_path, synthetic_root):
-    cfg = tiny_config(epochs=100, epochs_decay=0, batch_size=1, lambda_l1=100.0)
+    cfg = tiny_config(epochs=1, epochs_decay=0, batch_size=1, lambda_l1=100.0)
     cfg.data.preprocess, cfg.data.flip, cfg.data.crop_size = "resize", False, 64
     cfg.model.dropout, cfg.model.ngf = 0.0, 16
-    one = PairedDataset(sorted((synthetic_root / "train").iterdir())[:1], cfg.data)
+    # One epoch of the same pair 100 times: the 100 steps of 100 one-pair epochs, with one
+    # end-of-epoch checkpoint instead of 100.
+    one = PairedDataset(sorted((synthetic_root / "train").iterdir())[:1] * 100, cfg.data)
     trainer = Trainer(cfg, one, tmp_path, progress=False)
     batch = one[0]
     x, y = batch["input"][None], batch["target"][None]
