@@ -92,6 +92,32 @@ class GANModel(nn.Module):
             for group in opt.param_groups:
                 group["lr"] = base * factor
 
+    def training_state(self) -> dict[str, Any]:
+        """Everything exact resume needs that both kinds share; subclasses add their own parts."""
+        extra = {"generator_ema": self.G_ema.state_dict()} if self.G_ema is not None else {}
+        return {
+            **extra,
+            "generator": self.G.state_dict(),
+            "discriminator": self.D.state_dict(),
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+            "sched_G": self.sched_G.state_dict(),
+            "sched_D": self.sched_D.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.G.load_state_dict(state["generator"])
+        self.D.load_state_dict(state["discriminator"])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        self.sched_G.load_state_dict(state["sched_G"])
+        self.sched_D.load_state_dict(state["sched_D"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.G_ema is not None:  # a run that turned EMA on when resumed starts its average at G
+            self.G_ema.load_state_dict(state.get("generator_ema", state["generator"]))
+
     @property
     def lr(self) -> float:
         return self.opt_G.param_groups[0]["lr"]
@@ -201,28 +227,3 @@ class Pix2Pix(GANModel):
         if matching:
             losses["G_feat"] = loss_g_feat
         return {name: loss.detach() for name, loss in losses.items()}
-
-    def training_state(self) -> dict[str, Any]:
-        extra = {"generator_ema": self.G_ema.state_dict()} if self.G_ema is not None else {}
-        return {
-            **extra,
-            "generator": self.G.state_dict(),
-            "discriminator": self.D.state_dict(),
-            "opt_G": self.opt_G.state_dict(),
-            "opt_D": self.opt_D.state_dict(),
-            "sched_G": self.sched_G.state_dict(),
-            "sched_D": self.sched_D.state_dict(),
-            "scaler": self.scaler.state_dict(),
-        }
-
-    def load_training_state(self, state: dict[str, Any]) -> None:
-        self.G.load_state_dict(state["generator"])
-        self.D.load_state_dict(state["discriminator"])
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
-        self.sched_G.load_state_dict(state["sched_G"])
-        self.sched_D.load_state_dict(state["sched_D"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        if self.G_ema is not None:  # a run that turned EMA on when resumed starts its average at G
-            self.G_ema.load_state_dict(state.get("generator_ema", state["generator"]))

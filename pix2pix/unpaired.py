@@ -221,34 +221,17 @@ class CycleGAN(GANModel):
         }
 
     def training_state(self) -> dict[str, Any]:
-        extra = {"generator_ema": self.G_ema.state_dict()} if self.G_ema is not None else {}
         return {
-            **extra,
+            **super().training_state(),
             "kind": self.kind,
-            "generator": self.G.state_dict(),  # A -> B: what loading, export and the page use
-            "generator_BA": self.G_BA.state_dict(),
-            "discriminator": self.D.state_dict(),
+            "generator_BA": self.G_BA.state_dict(),  # `generator` is A -> B: what loading, export and the page use
             "discriminator_A": self.D_A.state_dict(),
-            "opt_G": self.opt_G.state_dict(),
-            "opt_D": self.opt_D.state_dict(),
-            "sched_G": self.sched_G.state_dict(),
-            "sched_D": self.sched_D.state_dict(),
-            "scaler": self.scaler.state_dict(),
             "pools": {"B": self.pool_B.state_dict(), "A": self.pool_A.state_dict()},
         }
 
     def load_training_state(self, state: dict[str, Any]) -> None:
-        self.G.load_state_dict(state["generator"])
+        super().load_training_state(state)
         self.G_BA.load_state_dict(state["generator_BA"])
-        self.D.load_state_dict(state["discriminator"])
         self.D_A.load_state_dict(state["discriminator_A"])
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
-        self.sched_G.load_state_dict(state["sched_G"])
-        self.sched_D.load_state_dict(state["sched_D"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
         self.pool_B.load_state_dict(state["pools"]["B"], self.device)
         self.pool_A.load_state_dict(state["pools"]["A"], self.device)
-        if self.G_ema is not None:
-            self.G_ema.load_state_dict(state.get("generator_ema", state["generator"]))
