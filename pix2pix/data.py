@@ -146,7 +146,32 @@ def aug_seed(seed: int, epoch: int, index: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919 + index) % (2**63 - 1)
 
 
-class PairedDataset(Dataset):
+class CachedDataset(Dataset):
+    """What both datasets share: decoded uint8 images kept in memory up to CACHE_LIMIT_BYTES
+    (the trainer turns `cache_enabled` off when DataLoader workers decode instead), and whether
+    the whole set fits (then epochs after the first decode nothing). Subclasses say how many
+    bytes they decode to."""
+
+    def __init__(self, cfg: DataConfig, train: bool):
+        self.cfg = cfg
+        self.train = train
+        self.cache_enabled = cfg.cache
+        self._cache: dict = {}
+        self._cached_bytes = 0
+
+    def decoded_bytes(self) -> int:
+        raise NotImplementedError
+
+    def fits_in_cache(self) -> bool:
+        return self.cfg.cache and self.decoded_bytes() <= CACHE_LIMIT_BYTES
+
+    def _remember(self, key, value, size: int) -> None:
+        if self.cache_enabled and self._cached_bytes + size <= CACHE_LIMIT_BYTES:
+            self._cache[key] = value
+            self._cached_bytes += size
+
+
+class PairedDataset(CachedDataset):
     """Pairs as normalised tensors in [-1, 1]: {"input", "target", "name"}.
 
     Indexing with an int gives the deterministic evaluation view (resize to crop_size, no
@@ -163,11 +188,7 @@ class PairedDataset(Dataset):
             self.pairs = [p if isinstance(p, Pair) else Pair(Path(p)) for p in pairs]
         if not self.pairs:
             raise ImageError("empty dataset: no pairs given")
-        self.cfg = cfg
-        self.train = train
-        self.cache_enabled = cfg.cache  # the trainer turns it off when workers decode instead
-        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._cached_bytes = 0
+        super().__init__(cfg, train)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -177,19 +198,12 @@ class PairedDataset(Dataset):
         channels = self.cfg.input_nc + self.cfg.output_nc
         return sum(w * h * channels for w, h in map(pair_half_size, self.pairs))
 
-    def fits_in_cache(self) -> bool:
-        """Whether every decoded pair can stay in memory (then epochs after the first decode nothing)."""
-        return self.cfg.cache and self.decoded_bytes() <= CACHE_LIMIT_BYTES
-
     def decoded(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(input, target) as uint8 C x H x W, decoded once and cached while memory allows."""
         if index in self._cache:
             return self._cache[index]
         a, b = read_pair(self.pairs[index], self.cfg.input_nc, self.cfg.output_nc, self.cfg.direction)
-        size = a.numel() + b.numel()
-        if self.cache_enabled and self._cached_bytes + size <= CACHE_LIMIT_BYTES:
-            self._cache[index] = (a, b)
-            self._cached_bytes += size
+        self._remember(index, (a, b), a.numel() + b.numel())
         return a, b
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:

@@ -10,11 +10,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
 
 from .config import DataConfig
 from .data import (
-    CACHE_LIMIT_BYTES,
+    CachedDataset,
     decode_uint8,
     eval_view,
     pair_half_size,
@@ -66,7 +65,7 @@ def split_pairs_apart(pairs: Sequence[Pair], seed: int = 0) -> tuple[list[Pair],
     return [pairs[i] for i in sorted(order[:half])], [pairs[i] for i in sorted(order[half:])]
 
 
-class UnpairedDataset(Dataset):
+class UnpairedDataset(CachedDataset):
     """Two unrelated domains as {"input", "target", "name"} in [-1, 1], where the target is an
     image of the output domain unrelated to the input.
 
@@ -85,13 +84,9 @@ class UnpairedDataset(Dataset):
         for name, items in self.domains.items():
             if not items:
                 raise ImageError(f"empty dataset: no images in domain {name}")
-        self.cfg = cfg
-        self.train = train
+        super().__init__(cfg, train)
         # The input domain comes first: A for AtoB, B for BtoA.
         self.order = ("A", "B") if cfg.direction == "AtoB" else ("B", "A")
-        self.cache_enabled = cfg.cache
-        self._cache: dict[tuple[str, int], torch.Tensor] = {}
-        self._cached_bytes = 0
 
     @classmethod
     def from_folder(cls, root: Path | str, cfg: DataConfig, split: str = "train", train: bool = True):
@@ -134,9 +129,6 @@ class UnpairedDataset(Dataset):
     def decoded_bytes(self) -> int:
         return sum(w * h * c for w, h, c in self.image_sizes())
 
-    def fits_in_cache(self) -> bool:
-        return self.cfg.cache and self.decoded_bytes() <= CACHE_LIMIT_BYTES
-
     def input_arrays(self, limit: int, seed: int = 0) -> Iterator:
         """Up to `limit` input-domain images (drawn with a fixed seed) as uint8 H x W x C
         arrays: what the drift reference describes."""
@@ -158,9 +150,7 @@ class UnpairedDataset(Dataset):
             img = a if half == "A" else b
         else:
             img = decode_uint8(Path(item), channels)
-        if self.cache_enabled and self._cached_bytes + img.numel() <= CACHE_LIMIT_BYTES:
-            self._cache[key] = img
-            self._cached_bytes += img.numel()
+        self._remember(key, img, img.numel())
         return img
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
