@@ -11,7 +11,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import recipes
-from .config import SOURCE_KEYS, Config, ConfigError, DataConfig, ModelConfig, TrainConfig, build_section, type_name
+from .config import SOURCE_KEYS, Config, ConfigError, DataConfig, ModelConfig, TrainConfig
+from .config_values import build_section, type_name
 from .errors import first_line
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}

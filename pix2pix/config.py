@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .config_values import build_section, coerce, type_name  # noqa: F401 - callers know them from here
+from .config_values import build_section
 from .errors import ConfigError
 
 # Tiled inference (pix2pix.tiling): the pixels one network pass may see (1024 x 1024 fits), and
