@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from servers import free_port
 
-from conftest import copy_workspace, free_port, tool_env
+from conftest import copy_workspace, tool_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 

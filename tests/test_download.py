@@ -5,13 +5,14 @@ import zipfile
 
 import pytest
 from PIL import Image
+from servers import RangeServer
 
 from pipeline.config import SyntheticConfig
 from pipeline.stage import StageError
 from pipeline.stages import download
 from pipeline.stages.download import fetch, materialise, safe_extract
 
-from conftest import RangeServer, write_params
+from conftest import write_params
 
 
 def _image_bytes(w=64, h=32, color=(10, 200, 30)):

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from servers import MlflowServer, free_port
 
-from conftest import MlflowServer, free_port, run_cli, tool_env, write_params
+from conftest import run_cli, tool_env, write_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 STAGES = ("download", "split", "train", "evaluate", "export")

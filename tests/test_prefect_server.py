@@ -9,8 +9,9 @@ import time
 import urllib.request
 
 import pytest
+from servers import free_port
 
-from conftest import copy_workspace, free_port, tool_env
+from conftest import copy_workspace, tool_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 

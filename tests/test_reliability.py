@@ -9,10 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from servers import MlflowServer
 
 from pix2pix.checkpoint import CheckpointError, load_checkpoint
 
-from conftest import MlflowServer, run_cli, tool_env, write_params
+from conftest import run_cli, tool_env, write_params
 
 TRAIN_ARGS = (
     "--epochs",
