@@ -14,7 +14,9 @@ it) writes its test outputs, which are scored against the same test targets with
 functions (pix2pix.metrics): L1, PSNR, SSIM on [0, 1] images, and the sharpness ratio (the
 outputs' high-frequency energy over the targets', 1.0 = as sharp as the photos).
 
-Tasks: labels2photo is the facades (labels -> photo); edges2photo builds Canny edges -> photo
+Tasks: labels2photo is the facades (labels -> photo), photo2labels the other way round (an
+unpaired variant scores its B -> A generator in that direction too, in a row of its own);
+edges2photo builds Canny edges -> photo
 pairs offline from the facades photos (pipeline/data/builders.py), a second task with no
 download. Needs ../shared/datasets/facades (or --facades). One JSON row per run, then a table.
 Without --reference, `--budget-minutes` sets the budget and only our variants run.
@@ -150,7 +152,24 @@ def run_ours(args, data: Path, direction: str, variant: str, seed: int, minutes:
         sh([*cli, "evaluate", "--model", str(out / f"{kept}.pt"), "--data", str(data / "test"), "--out", str(scores)])
         result = json.loads(scores.read_text())
         row[kept] = {k: round(result[k], 5) for k in ("l1", "psnr", "ssim", "sharpness")}
+    if "unpaired" in VARIANTS[variant]:
+        row["reverse"] = score_reverse(cli, out, data)
     return row
+
+
+def score_reverse(cli: list[str], out: Path, data: Path) -> dict:
+    """An unpaired run trains both directions: its B -> A generator (exported as a model of its
+    own, `pix2pix export --generator BA`) scored on the same test pairs the other way round."""
+    scores = {}
+    for kept in ("best", "last"):
+        folder = out / f"reverse-{kept}"
+        sh([*cli, "export", "--checkpoint", str(out / f"{kept}.pt"), "--out", str(folder), "--formats", "torchscript"]
+           + ["--generator", "BA"])  # fmt: skip
+        sh([*cli, "evaluate", "--model", str(folder / "generator.pt"), "--data", str(data / "test"),
+            "--out", str(folder / "test.json")])  # fmt: skip
+        result = json.loads((folder / "test.json").read_text())
+        scores[kept] = {k: round(result[k], 5) for k in ("l1", "psnr", "ssim", "sharpness")}
+    return scores
 
 
 def input_baseline(args, data: Path, direction: str) -> dict:
@@ -167,6 +186,12 @@ def input_baseline(args, data: Path, direction: str) -> dict:
 
 def table(rows: list[dict]) -> str:
     lines = ["| variant | seed | train s | test L1 | PSNR | SSIM | sharpness | last.pt L1 / SSIM |", "|---" * 8 + "|"]
+    rows = [*rows]
+    for i in range(len(rows) - 1, -1, -1):  # an unpaired run's reverse generator: a row of its own
+        if "reverse" in rows[i]:
+            r = rows[i]
+            rows.insert(i + 1, {**r["reverse"], "variant": f"{r['variant']}, its B -> A generator", "seed": r["seed"],
+                                "train_s": r["train_s"]})  # fmt: skip
     for r in rows:
         s = r.get("best", r)
         last = f"{r['last']['l1']:.4f} / {r['last']['ssim']:.4f}" if "last" in r else ""
@@ -179,7 +204,7 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--task", choices=("labels2photo", "edges2photo"), default="labels2photo")
+    p.add_argument("--task", choices=("labels2photo", "photo2labels", "edges2photo"), default="labels2photo")
     p.add_argument("--facades", type=Path, default=FACADES)
     p.add_argument("--reference", type=Path, help="a local checkout of junyanz/pytorch-CycleGAN-and-pix2pix")
     p.add_argument("--reference-epochs", type=int, nargs=2, default=(5, 5), metavar=("N", "DECAY"))
@@ -200,6 +225,8 @@ def main() -> None:
     data, direction = args.facades, "BtoA"
     if args.task == "edges2photo":
         data, direction = build_edges_task(args.facades, args.work), "AtoB"
+    elif args.task == "photo2labels":  # the facades the other way round (A is the photo)
+        direction = "AtoB"
     rows = [input_baseline(args, data, direction)]
     print(json.dumps(rows[-1]), flush=True)
     for seed in args.seeds:
