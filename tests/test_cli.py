@@ -1,11 +1,13 @@
 """End to end, as a user runs it: the installed CLI in a temp dir on a tiny generated dataset."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import run_cli, tool_env
 
 
 @pytest.mark.slow
@@ -119,6 +121,16 @@ def test_train_predict_export_evaluate(tmp_path, synthetic_root):
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["count"] == 3 and 0 < metrics["l1"] < 1 and metrics["psnr"] > 0
     assert len((tmp_path / "m.csv").read_text().splitlines()) == 4
+
+    # `pix2pix evaluate ... | head`: a reader that leaves before the report is no traceback.
+    cmd = [sys.executable, "-m", "pix2pix.cli", "evaluate", "--model", run / "export/generator.ts"]
+    reader_gone = subprocess.Popen(
+        [*map(str, cmd), "--data", str(synthetic_root / "test")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tool_env(),
+    )  # fmt: skip
+    reader_gone.stdout.close()
+    err = reader_gone.communicate(timeout=300)[1]
+    assert reader_gone.returncode == 141 and "Traceback" not in err, err
 
 
 @pytest.mark.slow
