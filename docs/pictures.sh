@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Makes the README's pictures from real training runs: each in a fresh clone of this repo,
 # with the README's own commands, on the real facades beside the repo (../shared/datasets).
-# Usage: bash docs/pictures.sh [facades|edges|all]   (prints each run's wall time and metrics)
+# Usage: bash docs/pictures.sh [facades|edges|unpaired|all]   (prints each run's wall time and metrics)
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 facades="$(cd "$here/../shared/datasets/facades" && pwd)"
 work="${P2P_PICTURES_WORK:-/tmp/p2p-pictures}"
+mkdir -p "$work"
 export PATH="$here/.venv/bin:$PATH" DVC_NO_ANALYTICS=1 MLFLOW_DISABLE_TELEMETRY=true
 what="${1:-all}"
 
@@ -48,4 +49,26 @@ PY
     -S data.crop_size=128 -S data.load_size=143 -S train.epochs=6 -S train.epochs_decay=6 > "$work/edges.log" 2>&1
   echo "edges: dvc exp run took $(( $(date +%s) - start )) s; test metrics: $(tr -d '\n ' < metrics/eval.json)"
   grid data/raw/test edges2photo.png
+fi
+
+if [[ "$what" == unpaired || "$what" == all ]]; then
+  # (c) unpaired: the facades' pairs split apart, 128x128, a CPU budget (the README's commands);
+  # both directions of the one run: G (labels -> photo) and its reverse generator F (photo -> labels).
+  run="$work/unpaired"
+  rm -rf "$run"
+  start=$(date +%s)
+  pix2pix train --kind unpaired --pairs-apart --data "$facades" --out "$run" --direction BtoA --load-size 143 \
+    --crop-size 128 --netG resnet_6blocks --ngf 32 --budget-minutes "${P2P_UNPAIRED_MINUTES:-15}" --epochs 1 \
+    --epochs-decay 1 > "$work/unpaired.log" 2>&1
+  echo "unpaired: training took $(( $(date +%s) - start )) s"
+  for direction in AB BA; do
+    picture=facades_unpaired_labels2photo.png model="$run/best.pt"
+    if [[ "$direction" == BA ]]; then
+      picture=facades_unpaired_photo2labels.png model="$run/export-BA/generator.pt"
+      pix2pix export --checkpoint "$run/best.pt" --out "$run/export-BA" --generator BA > /dev/null
+    fi
+    pix2pix evaluate --model "$model" --data "$facades/test" --grid "$here/docs/images/$picture" --grid-images 4 \
+      --out "$work/$picture.json" > /dev/null
+    echo "$picture: $(tr -d '\n ' < "$work/$picture.json")"
+  done
 fi
