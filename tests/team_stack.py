@@ -22,9 +22,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from servers import free_port
 
 from conftest import make_project, tool_env
+from servers import free_port
 
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 MODEL = "pix2pix-synthetic"

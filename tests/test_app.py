@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from servers import free_port
 
 from conftest import copy_workspace, dvc, run_cli, tool_env, write_params
+from servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

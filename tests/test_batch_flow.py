@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from servers import free_port
 
 from conftest import copy_workspace, tool_env
+from servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 

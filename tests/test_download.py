@@ -5,7 +5,6 @@ import zipfile
 
 import pytest
 from PIL import Image
-from servers import RangeServer
 
 from pipeline.config import SyntheticConfig
 from pipeline.stage import StageError
@@ -13,6 +12,7 @@ from pipeline.stages import download
 from pipeline.stages.download import fetch, materialise, safe_extract
 
 from conftest import write_params
+from servers import RangeServer
 
 
 def _image_bytes(w=64, h=32, color=(10, 200, 30)):

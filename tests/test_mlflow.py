@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from servers import MlflowServer, free_port
 
 from conftest import run_cli, tool_env, write_params
+from servers import MlflowServer, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 STAGES = ("download", "split", "train", "evaluate", "export")

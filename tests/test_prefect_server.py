@@ -9,9 +9,9 @@ import time
 import urllib.request
 
 import pytest
-from servers import free_port
 
 from conftest import copy_workspace, tool_env
+from servers import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-from servers import MlflowServer
 
 from pix2pix.checkpoint import CheckpointError, load_checkpoint
 
 from conftest import run_cli, tool_env, write_params
+from servers import MlflowServer
 
 TRAIN_ARGS = (
     "--epochs",
