@@ -147,29 +147,24 @@ def run_ours(args, data: Path, direction: str, variant: str, seed: int, minutes:
     train += ["--budget-minutes", f"{minutes:.4f}", "--epochs", "1", "--epochs-decay", "1", "--sample-every", "100000"]
     seconds = sh([*train, *VARIANTS[variant]])
     row = {"variant": variant, "seed": seed, "train_s": round(seconds, 1)}
-    for kept in ("best", "last"):
-        scores = out / f"test-{kept}.json"
-        sh([*cli, "evaluate", "--model", str(out / f"{kept}.pt"), "--data", str(data / "test"), "--out", str(scores)])
-        result = json.loads(scores.read_text())
-        row[kept] = {k: round(result[k], 5) for k in ("l1", "psnr", "ssim", "sharpness")}
+    row |= {kept: evaluate(cli, out / f"{kept}.pt", data, out / f"test-{kept}.json") for kept in ("best", "last")}
     if "unpaired" in VARIANTS[variant]:
-        row["reverse"] = score_reverse(cli, out, data)
+        # An unpaired run trains both directions: its B -> A generator (a model of its own,
+        # `pix2pix export --generator BA`) scored on the same test pairs the other way round.
+        row["reverse"] = {}
+        for kept in ("best", "last"):
+            folder = out / f"reverse-{kept}"
+            sh([*cli, "export", "--checkpoint", str(out / f"{kept}.pt"), "--out", str(folder), "--generator", "BA",
+                "--formats", "torchscript"])  # fmt: skip
+            row["reverse"][kept] = evaluate(cli, folder / "generator.pt", data, folder / "test.json")
     return row
 
 
-def score_reverse(cli: list[str], out: Path, data: Path) -> dict:
-    """An unpaired run trains both directions: its B -> A generator (exported as a model of its
-    own, `pix2pix export --generator BA`) scored on the same test pairs the other way round."""
-    scores = {}
-    for kept in ("best", "last"):
-        folder = out / f"reverse-{kept}"
-        sh([*cli, "export", "--checkpoint", str(out / f"{kept}.pt"), "--out", str(folder), "--formats", "torchscript"]
-           + ["--generator", "BA"])  # fmt: skip
-        sh([*cli, "evaluate", "--model", str(folder / "generator.pt"), "--data", str(data / "test"),
-            "--out", str(folder / "test.json")])  # fmt: skip
-        result = json.loads((folder / "test.json").read_text())
-        scores[kept] = {k: round(result[k], 5) for k in ("l1", "psnr", "ssim", "sharpness")}
-    return scores
+def evaluate(cli: list[str], model: Path, data: Path, scores: Path) -> dict:
+    """`pix2pix evaluate` of `model` on the test pairs: L1, PSNR, SSIM and sharpness."""
+    sh([*cli, "evaluate", "--model", str(model), "--data", str(data / "test"), "--out", str(scores)])
+    result = json.loads(scores.read_text())
+    return {k: round(result[k], 5) for k in ("l1", "psnr", "ssim", "sharpness")}
 
 
 def input_baseline(args, data: Path, direction: str) -> dict:
@@ -184,15 +179,17 @@ def input_baseline(args, data: Path, direction: str) -> dict:
     return {"variant": "input as output", "seed": "-", "train_s": 0.0, **{k: round(v, 5) for k, v in means.items()}}
 
 
+def with_reverse_rows(rows: list[dict]):
+    """Each row, then an unpaired run's B -> A generator as a row of its own."""
+    for r in rows:
+        yield r
+        if "reverse" in r:
+            yield {**r, **r["reverse"], "variant": f"{r['variant']}, its B -> A generator"}
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| variant | seed | train s | test L1 | PSNR | SSIM | sharpness | last.pt L1 / SSIM |", "|---" * 8 + "|"]
-    rows = [*rows]
-    for i in range(len(rows) - 1, -1, -1):  # an unpaired run's reverse generator: a row of its own
-        if "reverse" in rows[i]:
-            r = rows[i]
-            rows.insert(i + 1, {**r["reverse"], "variant": f"{r['variant']}, its B -> A generator", "seed": r["seed"],
-                                "train_s": r["train_s"]})  # fmt: skip
-    for r in rows:
+    for r in with_reverse_rows(rows):
         s = r.get("best", r)
         last = f"{r['last']['l1']:.4f} / {r['last']['ssim']:.4f}" if "last" in r else ""
         lines.append(

@@ -61,14 +61,12 @@ if [[ "$what" == unpaired || "$what" == all ]]; then
     --crop-size 128 --netG resnet_6blocks --ngf 32 --budget-minutes "${P2P_UNPAIRED_MINUTES:-15}" --epochs 1 \
     --epochs-decay 1 > "$work/unpaired.log" 2>&1
   echo "unpaired: training took $(( $(date +%s) - start )) s"
-  for direction in AB BA; do
-    picture=facades_unpaired_labels2photo.png model="$run/best.pt"
-    if [[ "$direction" == BA ]]; then
-      picture=facades_unpaired_photo2labels.png model="$run/export-BA/generator.pt"
-      pix2pix export --checkpoint "$run/best.pt" --out "$run/export-BA" --generator BA > /dev/null
-    fi
-    pix2pix evaluate --model "$model" --data "$facades/test" --grid "$here/docs/images/$picture" --grid-images 4 \
-      --out "$work/$picture.json" > /dev/null
-    echo "$picture: $(tr -d '\n ' < "$work/$picture.json")"
-  done
+  unpaired_grid() {  # MODEL PICTURE: inputs, outputs, targets of the first four test pairs
+    pix2pix evaluate --model "$1" --data "$facades/test" --grid "$here/docs/images/$2" --grid-images 4 \
+      --out "$work/$2.json" > /dev/null
+    echo "$2: $(tr -d '\n ' < "$work/$2.json")"
+  }
+  unpaired_grid "$run/best.pt" facades_unpaired_labels2photo.png
+  pix2pix export --checkpoint "$run/best.pt" --out "$run/export-BA" --generator BA > /dev/null
+  unpaired_grid "$run/export-BA/generator.pt" facades_unpaired_photo2labels.png
 fi
