@@ -47,6 +47,8 @@ VARIANTS: dict[str, list[str]] = {
     "resnet": ["--netG", "resnet_9blocks", "--norm", "instance"],
     "sn": ["--spectral-norm"],
     "recipe-best": ["--recipe", "best"],
+    "ssim": ["--lambda-ssim", "100"],
+    "best+ssim": ["--recipe", "best", "--lambda-ssim", "100"],
     # Unpaired (CycleGAN, the cyclegan recipe) on the training pairs split apart: no pair is ever
     # seen together; scored against the real test pairs like every other row.
     "unpaired": ["--kind", "unpaired", "--pairs-apart"],

@@ -180,6 +180,9 @@ class TrainConfig:
     beta2: float = option(0.999, "Adam beta2")
     gan_mode: str = option("vanilla", "adversarial loss", GAN_MODES)
     lambda_l1: float = option(100.0, "weight of the L1 loss against the GAN loss")
+    lambda_ssim: float = option(
+        0.0, "paired: weight of an SSIM loss, lambda x (1 - SSIM(output, target)) on [0, 1] images; 0 = off"
+    )
     lambda_A: float = option(10.0, "unpaired: weight of the cycle loss A -> B -> A")
     lambda_B: float = option(10.0, "unpaired: weight of the cycle loss B -> A -> B")
     lambda_identity: float = option(
@@ -259,7 +262,7 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             v = getattr(self, name)
             require(0.0 <= v < 1.0, f"{s}.{name}", f"got {v!r}; use a value in [0, 1)")
-        for name in ("lambda_l1", "lambda_A", "lambda_B", "lambda_identity", "pool_size"):
+        for name in ("lambda_l1", "lambda_ssim", "lambda_A", "lambda_B", "lambda_identity", "pool_size"):
             v = getattr(self, name)
             require(v >= 0, f"{s}.{name}", f"got {v!r}; use a value >= 0")
         require(0.0 <= self.ema < 1.0, f"{s}.ema", f"got {self.ema!r}; use a decay in [0, 1), e.g. 0.999, or 0 for off")
@@ -294,6 +297,11 @@ class Config:
             m.lambda_feat == 0,
             "model.lambda_feat",
             "feature matching compares real and fake pairs, which unpaired training has not; set it to 0",
+        )
+        require(
+            t.lambda_ssim == 0,
+            "train.lambda_ssim",
+            "the SSIM loss compares an output with its target, which unpaired training has not; set it to 0",
         )
         require(
             t.lambda_identity == 0 or d.input_nc == d.output_nc,

@@ -1,11 +1,12 @@
 """Adversarial losses (vanilla, lsgan, hinge) for PatchGAN outputs (one map, or one per scale of a
-multi-scale discriminator), the weighted L1 term, pix2pixHD's feature-matching term and, for the
-unpaired model, the cycle and identity terms."""
+multi-scale discriminator), the weighted L1 and SSIM terms, pix2pixHD's feature-matching term and,
+for the unpaired model, the cycle and identity terms."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 from .config import GAN_MODES
 
@@ -47,6 +48,15 @@ def discriminator_loss(gan: GANLoss, pred_real, pred_fake) -> tuple[torch.Tensor
 
 def l1_loss(fake: torch.Tensor, target: torch.Tensor, weight: float) -> torch.Tensor:
     return weight * F.l1_loss(fake.float(), target.float())
+
+
+def ssim_loss(fake: torch.Tensor, target: torch.Tensor, weight: float) -> torch.Tensor:
+    """`weight` x (1 - SSIM) between the generated and the target image, both mapped from [-1, 1]
+    to [0, 1] (the SSIM evaluation reports: torchmetrics', 11x11 Gaussian window). L1 alone is
+    blind to local contrast and structure; Zhao et al. 2017 (Loss Functions for Image Restoration
+    with Neural Networks) pair it with an SSIM term for exactly that."""
+    fake, target = (fake.float() + 1) / 2, (target.float() + 1) / 2
+    return weight * (1.0 - structural_similarity_index_measure(fake, target, data_range=1.0))
 
 
 def feature_matching_loss(real_feats, fake_feats, n_layers: int, weight: float) -> torch.Tensor:

@@ -20,15 +20,15 @@ from torch import nn
 
 from .config import Config
 from .distributed import DistContext
-from .losses import GANLoss, discriminator_loss, feature_matching_loss, l1_loss
+from .losses import GANLoss, discriminator_loss, feature_matching_loss, l1_loss, ssim_loss
 from .networks import build_discriminator, build_generator, count_parameters
 from .performance import autocast_dtype, use_channels_last
 
 # What one training step reports, in this order: the keys of `train_step`'s result, of the
 # loss metrics sent to callbacks (MLflow, DVC metrics and plots) and of metrics/train.json.
-# G_feat only when feature matching is on (model.lambda_feat > 0).
+# G_feat only when feature matching is on (model.lambda_feat > 0), G_SSIM only with train.lambda_ssim.
 # G_cycle and G_idt: the unpaired model's (pix2pix.unpaired), instead of G_L1.
-LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake", "G_feat", "G_cycle", "G_idt")
+LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake", "G_feat", "G_SSIM", "G_cycle", "G_idt")
 
 
 def linear_decay(epochs: int, epochs_decay: int):
@@ -219,6 +219,9 @@ class Pix2Pix(GANModel):
             if matching:
                 loss_g_feat = feature_matching_loss(real_feats, fake_feats, m.n_layers_D, m.lambda_feat)
                 loss_g = loss_g + loss_g_feat
+            if self.cfg.train.lambda_ssim > 0:
+                loss_g_ssim = ssim_loss(fake_b, real_b, self.cfg.train.lambda_ssim)
+                loss_g = loss_g + loss_g_ssim
         self.scaler.scale(loss_g).backward()
         self.scaler.step(self.opt_G)
         self.scaler.update()
@@ -226,4 +229,6 @@ class Pix2Pix(GANModel):
         losses = {"G_GAN": loss_g_gan, "G_L1": loss_g_l1, "D_real": loss_d_real, "D_fake": loss_d_fake}
         if matching:
             losses["G_feat"] = loss_g_feat
+        if self.cfg.train.lambda_ssim > 0:
+            losses["G_SSIM"] = loss_g_ssim
         return {name: loss.detach() for name, loss in losses.items()}

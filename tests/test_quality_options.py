@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pix2pix.config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig, patch_receptive_fields
-from pix2pix.losses import GANLoss, feature_matching_loss
+from pix2pix.losses import GANLoss, feature_matching_loss, ssim_loss
 from pix2pix.networks import (
     MultiscaleDiscriminator,
     PatchDiscriminator,
@@ -104,6 +104,40 @@ def test_feature_matching_on_a_hand_built_case():
     assert fake[0][0].grad is not None and real[0][0].grad is None  # the real features are targets
     two_scales = feature_matching_loss(real * 2, fake * 2, n_layers=1, weight=10.0)
     assert float(two_scales) == pytest.approx(60.0)  # each scale weighs 1 / num_D
+
+
+def test_ssim_loss_is_the_weighted_complement_of_the_metric_and_has_a_gradient():
+    from pix2pix.metrics import per_image_metrics
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1  # [-1, 1], as the generator's output
+    assert float(ssim_loss(target, target, 50.0)) == pytest.approx(0.0, abs=1e-5)
+    fake = (target + 0.3 * torch.randn(1, 3, 32, 32, generator=g)).clamp(-1, 1).requires_grad_(True)
+    loss = ssim_loss(fake, target, 50.0)
+    ssim = float(per_image_metrics((fake + 1) / 2, (target + 1) / 2)["ssim"][0])  # what evaluate reports
+    assert float(loss) == pytest.approx(50.0 * (1 - ssim), rel=1e-4) and 0 < float(loss) < 50
+    loss.backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+
+
+def test_the_ssim_loss_trains_paired_and_is_refused_unpaired_in_one_line(synthetic_root):
+    from pix2pix.data import PairedDataset
+    from pix2pix.model import Pix2Pix
+
+    cfg = tiny_config(lambda_ssim=10.0, amp="false").validate()
+    model = Pix2Pix(cfg, torch.device("cpu"))
+    batch = PairedDataset(synthetic_root / "train", cfg.data)[0]
+    a, b = batch["input"][None], batch["target"][None]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        expected = float(ssim_loss(model.G(a), b, 10.0))  # dropout draws replayed below
+    torch.manual_seed(0)
+    losses = model.train_step(a, b)
+    assert float(losses["G_SSIM"]) == pytest.approx(expected, rel=1e-4) and float(losses["G_SSIM"]) > 0
+    values = cfg.to_dict()
+    values["model"]["kind"], values["train"]["lambda_ssim"] = "unpaired", 10.0
+    with pytest.raises(ConfigError, match=r"^train.lambda_ssim: .*set it to 0$"):
+        Config.from_dict(values)
 
 
 def test_the_gan_loss_averages_the_scales():
