@@ -57,7 +57,15 @@ VARIANTS: dict[str, list[str]] = {
     "unpaired-small": ["--kind", "unpaired", "--pairs-apart", "--netG", "resnet_6blocks", "--ngf", "32"],
     # ... with an EMA generator: the average of a fast-moving G is smoother, which SSIM rewards.
     "unpaired-small+ema": [
-        "--kind", "unpaired", "--pairs-apart", "--netG", "resnet_6blocks", "--ngf", "32", "--ema", "0.999"
+        "--kind",
+        "unpaired",
+        "--pairs-apart",
+        "--netG",
+        "resnet_6blocks",
+        "--ngf",
+        "32",
+        "--ema",
+        "0.999",
     ],  # fmt: skip
 }
 
