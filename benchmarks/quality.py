@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import FACADES  # noqa: E402
 
+UNPAIRED_SMALL = ["--kind", "unpaired", "--pairs-apart", "--netG", "resnet_6blocks", "--ngf", "32"]
 # Each variant: the `pix2pix train` flags it adds to the paper's settings.
 VARIANTS: dict[str, list[str]] = {
     "paper": [],
@@ -54,19 +55,9 @@ VARIANTS: dict[str, list[str]] = {
     "unpaired": ["--kind", "unpaired", "--pairs-apart"],
     # The same with ResNet-6 generators of half the width: about a third of the step's work, so
     # three times the steps in a short CPU budget.
-    "unpaired-small": ["--kind", "unpaired", "--pairs-apart", "--netG", "resnet_6blocks", "--ngf", "32"],
+    "unpaired-small": UNPAIRED_SMALL,
     # ... with an EMA generator: the average of a fast-moving G is smoother, which SSIM rewards.
-    "unpaired-small+ema": [
-        "--kind",
-        "unpaired",
-        "--pairs-apart",
-        "--netG",
-        "resnet_6blocks",
-        "--ngf",
-        "32",
-        "--ema",
-        "0.999",
-    ],  # fmt: skip
+    "unpaired-small+ema": [*UNPAIRED_SMALL, "--ema", "0.999"],
 }
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 from .config import GAN_MODES
+from .metrics import ssim
 
 
 class GANLoss:
@@ -52,11 +52,11 @@ def l1_loss(fake: torch.Tensor, target: torch.Tensor, weight: float) -> torch.Te
 
 def ssim_loss(fake: torch.Tensor, target: torch.Tensor, weight: float) -> torch.Tensor:
     """`weight` x (1 - SSIM) between the generated and the target image, both mapped from [-1, 1]
-    to [0, 1] (the SSIM evaluation reports: torchmetrics', 11x11 Gaussian window). L1 alone is
+    to [0, 1] (pix2pix.metrics.ssim: the SSIM evaluation reports). L1 alone is
     blind to local contrast and structure; Zhao et al. 2017 (Loss Functions for Image Restoration
     with Neural Networks) pair it with an SSIM term for exactly that."""
     fake, target = (fake.float() + 1) / 2, (target.float() + 1) / 2
-    return weight * (1.0 - structural_similarity_index_measure(fake, target, data_range=1.0))
+    return weight * (1.0 - ssim(fake, target))
 
 
 def feature_matching_loss(real_feats, fake_feats, n_layers: int, weight: float) -> torch.Tensor:

@@ -16,6 +16,12 @@ from .data import to_image_range
 METRIC_NAMES = tuple(HIGHER_IS_BETTER)
 
 
+def ssim(fake: torch.Tensor, real: torch.Tensor, reduction: str | None = "elementwise_mean") -> torch.Tensor:
+    """SSIM of [0, 1] images (torchmetrics, 11x11 Gaussian window): what evaluation reports and
+    what the SSIM loss (pix2pix.losses.ssim_loss) trains for. Differentiable."""
+    return structural_similarity_index_measure(fake, real, data_range=1.0, reduction=reduction)
+
+
 def per_image_metrics(fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
     """Metrics for each image of a batch; inputs in [0, 1], shape N x C x H x W."""
     fake, real = fake.float().clamp(0, 1), real.float().clamp(0, 1)
@@ -23,7 +29,7 @@ def per_image_metrics(fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch
     return {
         "l1": (fake - real).abs().mean(dim=dims),
         "psnr": peak_signal_noise_ratio(fake, real, data_range=1.0, reduction="none", dim=dims),
-        "ssim": structural_similarity_index_measure(fake, real, data_range=1.0, reduction="none"),
+        "ssim": ssim(fake, real, reduction="none"),
     }
 
 

@@ -192,7 +192,7 @@ class Pix2Pix(GANModel):
             fake_b = run["G"](real_a)
 
         m = self.cfg.model
-        matching = m.lambda_feat > 0
+        matching, structural = m.lambda_feat > 0, self.cfg.train.lambda_ssim > 0
         # Discriminator: real pairs towards 1, generated pairs towards 0.
         self.D.requires_grad_(True)
         self.opt_D.zero_grad(set_to_none=True)
@@ -219,7 +219,7 @@ class Pix2Pix(GANModel):
             if matching:
                 loss_g_feat = feature_matching_loss(real_feats, fake_feats, m.n_layers_D, m.lambda_feat)
                 loss_g = loss_g + loss_g_feat
-            if self.cfg.train.lambda_ssim > 0:
+            if structural:
                 loss_g_ssim = ssim_loss(fake_b, real_b, self.cfg.train.lambda_ssim)
                 loss_g = loss_g + loss_g_ssim
         self.scaler.scale(loss_g).backward()
@@ -229,6 +229,6 @@ class Pix2Pix(GANModel):
         losses = {"G_GAN": loss_g_gan, "G_L1": loss_g_l1, "D_real": loss_d_real, "D_fake": loss_d_fake}
         if matching:
             losses["G_feat"] = loss_g_feat
-        if self.cfg.train.lambda_ssim > 0:
+        if structural:
             losses["G_SSIM"] = loss_g_ssim
         return {name: loss.detach() for name, loss in losses.items()}
