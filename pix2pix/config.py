@@ -35,6 +35,7 @@ KINDS = ("paired", "unpaired")
 SWITCH = ("auto", "true", "false")
 # The test and validation metrics (pix2pix/metrics.py computes them) and which way is better.
 HIGHER_IS_BETTER = {"l1": False, "psnr": True, "ssim": True}
+METRIC_NAMES = tuple(HIGHER_IS_BETTER)  # the one list (evaluation, tags, the promotion gate, best.pt)
 # Keys a pipeline params.yaml keeps in its `data` section to say where the images come from.
 # The library is handed a folder instead, so `pix2pix --config params.yaml` skips them.
 SOURCE_KEYS = ("source", "synthetic", "split", "pairs")

@@ -7,23 +7,25 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from .config import HIGHER_IS_BETTER
+from .config import HIGHER_IS_BETTER, METRIC_NAMES  # noqa: F401 (the one list lives in config)
 from .data import to_image_range
-
-# The one list of test metrics (evaluation, tags, the promotion gate, best.pt): pix2pix/config.py.
-METRIC_NAMES = tuple(HIGHER_IS_BETTER)
 
 
 def ssim(fake: torch.Tensor, real: torch.Tensor, reduction: str | None = "elementwise_mean") -> torch.Tensor:
     """SSIM of [0, 1] images (torchmetrics, 11x11 Gaussian window): what evaluation reports and
     what the SSIM loss (pix2pix.losses.ssim_loss) trains for. Differentiable."""
+    # torchmetrics (with scipy and matplotlib: 2-4 s) loads when a score is computed, not when
+    # this module is imported: export, predict and the page import it for the names only.
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     return structural_similarity_index_measure(fake, real, data_range=1.0, reduction=reduction)
 
 
 def per_image_metrics(fake: torch.Tensor, real: torch.Tensor) -> dict[str, torch.Tensor]:
     """Metrics for each image of a batch; inputs in [0, 1], shape N x C x H x W."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
     fake, real = fake.float().clamp(0, 1), real.float().clamp(0, 1)
     dims = (1, 2, 3)
     return {

@@ -243,8 +243,8 @@ def retrain(
     """Retrain when data or params changed, then gate the new model version.
 
     `retries`: how often a failed pipeline run is retried (transient failures)."""
+    from pix2pix.config import METRIC_NAMES
     from pix2pix.files import atomic_write_text
-    from pix2pix.metrics import METRIC_NAMES
 
     root = Path(project).resolve()
     overrides = dict(overrides or {})

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pix2pix.config import METRIC_NAMES
 from pix2pix.drift import REFERENCE_NAME
-from pix2pix.metrics import METRIC_NAMES
 
 from ..config import PipelineConfig
 from ..data.hashing import sha256
@@ -38,19 +38,20 @@ def model_name(source: str) -> str:
 
 
 def _requirements() -> list[str]:
-    import onnxruntime
-    import scipy
-    import torch
-    import torchvision
-    from PIL import __version__ as pillow
+    # The installed distributions' versions, read from their metadata: importing torchvision
+    # or scipy for a version string costs seconds.
+    from importlib.metadata import version
+
+    def pinned(name: str) -> str:
+        return f"{name}=={version(name).split('+')[0]}"
 
     return [
-        f"torch=={torch.__version__.split('+')[0]}",
-        f"torchvision=={torchvision.__version__.split('+')[0]}",
-        f"onnxruntime=={onnxruntime.__version__}",
-        f"pillow>={pillow.split('.')[0]}",
+        pinned("torch"),
+        pinned("torchvision"),
+        pinned("onnxruntime"),
+        f"pillow>={version('pillow').split('.')[0]}",
         "numpy",
-        f"scipy=={scipy.__version__}",  # the drift test of what the served model receives
+        pinned("scipy"),  # the drift test of what the served model receives
     ]
 
 
