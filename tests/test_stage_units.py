@@ -277,6 +277,26 @@ def test_mlflow_callback_gives_up_after_the_outage_limit(capsys):
     assert "continuing without tracking" in capsys.readouterr().err
 
 
+def test_mlflow_callback_survives_a_server_gone_before_training_starts(capsys):
+    """The server dies between the run's creation and the first step: log_params fails,
+    tracking is given up, and the tags after it are skipped (no AttributeError on None)."""
+    from pipeline.tracking.callback import MlflowCallback
+
+    class Gone(FlakyMlflow):
+        def log_params(self, params):
+            raise ConnectionError("connection refused")
+
+        def set_tags(self, tags):
+            raise AssertionError("not called once tracking is given up")
+
+    cb = MlflowCallback(Gone())
+    info = {"params_G": 1, "params_D": 1, "train_size": 2, "receptive_fields_D": [70], "val_size": 0}
+    cb.on_train_start({**info, "device": "cpu", "amp_dtype": "float32"})
+    assert cb.mlflow is None and "log_params failed" in capsys.readouterr().err
+    cb.on_step(1, {"G_L1": 1.0})  # training goes on
+    cb.on_train_end({})
+
+
 def test_plots_render_each_vega_spec_to_a_png(tmp_path):
     from pipeline.ops.plots import render
 

@@ -31,13 +31,15 @@ class MlflowCallback(Callback):
         self.down_since: float | None = None
         self.last_try = 0.0
 
-    def _call(self, what: str, fn, *args, **kwargs) -> None:
+    def _call(self, name: str, *args, **kwargs) -> None:
+        """mlflow.NAME(*args, **kwargs) unless tracking was given up (an earlier call of this
+        run failed: the function is looked up only now, so there is no module to look in)."""
         if self.mlflow is None:
             return
         try:
-            fn(*args, **kwargs)
+            getattr(self.mlflow, name)(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - a tracking outage never stops training
-            warn_tracking(what, e)
+            warn_tracking(name, e)
             self.mlflow = None
 
     def _log(self, metrics: dict[str, float], step: int) -> None:
@@ -82,7 +84,6 @@ class MlflowCallback(Callback):
             return
         self._call(
             "log_params",
-            self.mlflow.log_params,
             {
                 "params_G": info["params_G"],
                 "params_D": info["params_D"],
@@ -91,7 +92,7 @@ class MlflowCallback(Callback):
                 "val_size": info["val_size"],
             },
         )
-        self._call("set_tags", self.mlflow.set_tags, {"device": info["device"], "precision": info["amp_dtype"]})
+        self._call("set_tags", {"device": info["device"], "precision": info["amp_dtype"]})
 
     # Synchronous on purpose: one log_batch per report (every train.log_every steps) measured
     # -0.6% against no tracking over 450 default steps, while MLflow's asynchronous logging
