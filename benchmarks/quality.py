@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import FACADES  # noqa: E402
 
+B4 = ["--batch-size", "4", "--lr", "4e-4"]
 UNPAIRED_SMALL = ["--kind", "unpaired", "--pairs-apart", "--netG", "resnet_6blocks", "--ngf", "32"]
 # Each variant: the `pix2pix train` flags it adds to the paper's settings.
 VARIANTS: dict[str, list[str]] = {
@@ -50,6 +51,10 @@ VARIANTS: dict[str, list[str]] = {
     "recipe-best": ["--recipe", "best"],
     "ssim": ["--lambda-ssim", "100"],
     "best+ssim": ["--recipe", "best", "--lambda-ssim", "100"],
+    # Four pairs a step at twice the rate (2e-4 x sqrt 4): more images a second on a CPU.
+    "b4": B4,
+    "b4+feat": [*B4, "--lambda-feat", "10"],
+    "b4+feat+ssim": [*B4, "--lambda-feat", "10", "--lambda-ssim", "100", "--best-metric", "ssim"],
     # Unpaired (CycleGAN, the cyclegan recipe) on the training pairs split apart: no pair is ever
     # seen together; scored against the real test pairs like every other row.
     "unpaired": ["--kind", "unpaired", "--pairs-apart"],
