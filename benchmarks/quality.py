@@ -2,7 +2,7 @@
 
     python benchmarks/quality.py --reference ~/src/pytorch-CycleGAN-and-pix2pix \\
         [--task labels2photo|edges2photo] [--size 128] [--reference-epochs 5 5] [--seeds 0 1] \\
-        [--variants paper ema feat ema+feat resnet unpaired unpaired-small] [--work /tmp/p2p-quality]
+        [--variants paper ema feat b4+feat+ssim resnet unpaired unpaired-small] [--work /tmp/p2p-quality]
 
 For each seed: the reference's own train.py runs first, as its users run it (`--model pix2pix`,
 batch 1, its defaults, CPU; `import wandb` made optional in the checkout, nothing else changed),
