@@ -266,26 +266,18 @@ def prefect_harness(tmp_path_factory):
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     from prefect.testing.utilities import prefect_test_harness
 
-    # Beside two team stacks the temporary server can take minutes to answer (30 s by default).
+    # Beside the team stack the temporary server can take minutes to answer (30 s by default).
     with prefect_test_harness(server_startup_timeout=300):
         yield
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """A real team stack of its own for each test module that asks (tests/team_stack.py)."""
-    from team_stack import running_stack
-
-    yield from running_stack(tmp_path_factory)
-
-
 # The longest modules go first, longest first (measured: --durations=0 summed per module), so
-# pytest-xdist (--dist loadfile hands out whole modules in collection order) starts the two
-# team stacks at once and no long module is left to run alone at the end. (Two processes per
-# core were measured too: 21.5 min against 22.0, each module slowed by the others as much as the
+# pytest-xdist (--dist loadfile hands out whole modules in collection order) starts the team
+# stack at once and no long module is left to run alone at the end. (Two processes per core
+# were measured too: 21.5 min against 22.0, each module slowed by the others as much as the
 # waits were filled - summed test time 4,898 s against 2,570 - so one per core stays.)
 LONG_FIRST = (
-    "test_team_stack.py",
+    "test_team_stack.py",  # tests/team_stack/: one unit, one stack (see below)
     "test_team_stack_faults.py",
     "test_pipeline_e2e.py",
     "test_reliability.py",
@@ -298,3 +290,19 @@ LONG_FIRST = (
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(LONG_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))
+
+
+# A test folder that shares a package-scoped fixture (tests/team_stack/: one real stack) goes to
+# one pytest-xdist process as a single unit; everything else stays one unit per file (loadfile).
+SHARED_FOLDERS = ("tests/team_stack/",)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own, which answers for --dist
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesAndSharedFolders(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return next((f for f in SHARED_FOLDERS if nodeid.startswith(f)), None) or super()._split_scope(nodeid)
+
+    return FilesAndSharedFolders(config, log)

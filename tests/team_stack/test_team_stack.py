@@ -4,8 +4,8 @@ pool and two workers, all started by `python -m pipeline.ops.stack up` with auth
 Workspaces are tiny projects; retrains are deployment runs that the pool's workers execute.
 
 This module: logins, a workspace's way through the stack, the registry under load, parallel
-workspaces, down and up. test_team_stack_faults.py (its own stack, so pytest-xdist runs the two
-side by side) kills things. What a test needs (workspace A retrained once) is a fixture, so
+workspaces, down and up. test_team_stack_faults.py (the same stack, after this module) kills
+things. What a test needs (workspace A retrained once) is a fixture, so
 each passes on its own; the last one stops and restarts the stack.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import copy_workspace
-from team_stack import MODEL, _processes_of
+from team_stack.stack import MODEL, _processes_of
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 

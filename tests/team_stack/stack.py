@@ -1,6 +1,6 @@
-"""The team stack for the tests: one real stack per test module (PostgreSQL, moto, MLflow and
-Prefect servers, workers), started by `python -m pipeline.ops.stack up` with authentication on,
-and the clients the tests drive it with. Imported by test_team_stack*.py; not a test module.
+"""The team stack for the tests: one real stack (PostgreSQL, moto, MLflow and Prefect servers,
+workers), started by `python -m pipeline.ops.stack up` with authentication on, and the clients
+the tests drive it with. Imported by this folder's conftest and test modules; not a test module.
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ class Stack:
 
 
 def running_stack(tmp_path_factory):
-    """The body of conftest's module-scoped `stack` fixture: up, yielded, then down."""
+    """The body of the folder's `stack` fixture (conftest.py): up, yielded, then down."""
     missing = _postgres_missing()
     if missing:
         pytest.skip(f"team stack needs PostgreSQL's server binaries: {missing}")

@@ -1,6 +1,7 @@
 """The team stack when things fail: a worker killed mid-run, the tracking server restarted
-during training, the object store unreachable during the push. Its own stack (team_stack.py),
-beside test_team_stack.py's, so pytest-xdist runs the two modules side by side.
+during training, the object store unreachable during the push. The folder's one stack
+(conftest.py), after test_team_stack.py; each test leaves it whole again (workers back up, the
+tracking server restarted, the store reachable).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 
 import pytest
 
-from team_stack import MODEL, Relay
+from team_stack.stack import MODEL, Relay
 
 pytestmark = [pytest.mark.slow, pytest.mark.server]
 
