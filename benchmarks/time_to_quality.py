@@ -52,15 +52,16 @@ VARIANTS = {
 }
 
 
-def _scores(g, folder: Path, size: int) -> dict:
+def _scores(g, folder: Path, size: int, pairs: int | None = None) -> dict:
     from benchmarks.train_speed import _config
     from pix2pix.data import PairedDataset, iter_batches
     from pix2pix.metrics import evaluate
 
     was_training = g.training
     g.eval()
+    ds = PairedDataset(folder, _config(size, 1).data, train=False)
     try:
-        means, _ = evaluate(g, iter_batches(PairedDataset(folder, _config(size, 1).data, train=False)), "cpu")
+        means, _ = evaluate(g, iter_batches(ds, range(min(pairs or len(ds), len(ds)))), "cpu")
     finally:
         g.train(was_training)
     return {k: round(v, 5) for k, v in means.items()}
@@ -80,7 +81,14 @@ def _meets(history: list, window: int, target: dict | None) -> bool:
 
 
 def run_one(
-    variant: str, size: int, max_steps: int, max_seconds: float, target: dict | None, eval_every: int, window: int
+    variant: str,
+    size: int,
+    max_steps: int,
+    max_seconds: float,
+    target: dict | None,
+    eval_every: int,
+    window: int,
+    pairs: int | None = None,
 ) -> dict:
     import torch
 
@@ -105,7 +113,7 @@ def run_one(
             runner.step()
         trained += time.perf_counter() - t
         steps += every
-        val = _scores(g, FACADES / "val", size)
+        val = _scores(g, FACADES / "val", size, pairs)
         history.append((steps, round(trained, 1), val["l1"], val["ssim"]))
         print(
             json.dumps({"variant": variant, "step": steps, "train_s": round(trained, 1), "val": val}),
@@ -123,7 +131,7 @@ def run_one(
         "train_s": round(trained, 1),
         "reached_target_s": None if reached is None else round(reached, 1),
         "history": history,
-        "test": _scores(g, FACADES / "test", size),
+        "test": _scores(g, FACADES / "test", size, pairs),
     }
 
 
@@ -140,6 +148,9 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--variants", nargs="+", default=["ours", "ours-b4"], choices=[v for v in VARIANTS if v != "textbook"]
     )
+    ap.add_argument(
+        "--pairs", type=int, help="score on the first N val and test pairs only (quick checks; default all)"
+    )
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--max-seconds", type=float, help=argparse.SUPPRESS)
@@ -151,7 +162,14 @@ def main(argv=None) -> None:
         print(
             json.dumps(
                 run_one(
-                    args.one, args.size, args.max_steps, args.max_seconds, args.target, args.eval_every, args.window
+                    args.one,
+                    args.size,
+                    args.max_steps,
+                    args.max_seconds,
+                    args.target,
+                    args.eval_every,
+                    args.window,
+                    args.pairs,
                 )
             )
         )
@@ -173,7 +191,10 @@ def main(argv=None) -> None:
             str(max_steps),
             "--max-seconds",
             str(max_seconds),
-        ] + (["--target", json.dumps(target)] if target else [])
+        ]
+        cmd += (["--target", json.dumps(target)] if target else []) + (
+            ["--pairs", str(args.pairs)] if args.pairs else []
+        )
         out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         if out.returncode:
             raise SystemExit(f"{variant} failed")
