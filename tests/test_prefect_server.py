@@ -36,6 +36,28 @@ def _stop(proc, timeout=60):
             proc.wait()
 
 
+def _stop_group(proc):
+    """SIGTERM to the process group; SIGKILL if it has not ended in 60 s (a loaded machine)."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """One Prefect server for the module's tests (starting one costs ~10 s of CPU): the
+    environment its clients need and its logs folder. Each test names its own flows and pool."""
+    server, env, logs = _start_server(tmp_path_factory.mktemp("prefect-server"))
+    try:
+        yield env, logs
+    finally:
+        _stop_group(server)
+
+
 def _start_server(tmp_path):
     """A Prefect server on a free port of 127.0.0.1 (its own process group); returns it, the
     environment its clients need and the logs folder, once it answers."""
@@ -61,14 +83,14 @@ def _start_server(tmp_path):
     try:
         _wait(healthy, 120, "the Prefect server")
     except BaseException:
-        _stop(server)
+        _stop_group(server)
         raise
     return server, env, logs
 
 
-def test_scheduled_deployment_runs_to_completion(tmp_path, reproduced):
+def test_scheduled_deployment_runs_to_completion(tmp_path, reproduced, prefect_server):
     project = copy_workspace(reproduced[0], tmp_path / "project")
-    server, env, logs = _start_server(tmp_path)
+    env, logs = prefect_server
     serve = None
     try:
         serve = subprocess.Popen(
@@ -123,11 +145,10 @@ def test_scheduled_deployment_runs_to_completion(tmp_path, reproduced):
         assert summary["decision"] == "promoted" and summary["model"]["version"] == "1"
     finally:
         if serve is not None:
-            _stop(serve)  # serve first, or it hangs pausing deployments on a dead server
-        _stop(server)
+            _stop(serve)  # before the server stops, or it hangs pausing deployments on a dead server
 
 
-def test_batch_shards_run_as_flow_runs_of_a_work_pool(tmp_path, reproduced):
+def test_batch_shards_run_as_flow_runs_of_a_work_pool(tmp_path, reproduced, prefect_server):
     """The translate flow sends its two shards to the `pix2pix-translate-shard` deployment on a
     process work pool; a real worker runs them; the job's results are whole."""
     import csv
@@ -142,7 +163,7 @@ def test_batch_shards_run_as_flow_runs_of_a_work_pool(tmp_path, reproduced):
     inputs.mkdir()
     for i, path in enumerate(sorted((tmp_path / "data" / "test").glob("*.png"))):
         Image.open(path).convert("RGB").crop((32, 0, 64, 32)).save(inputs / f"{i}.png")
-    server, env, logs = _start_server(tmp_path)
+    env, logs = prefect_server
     worker = None
     try:
 
@@ -175,11 +196,5 @@ def test_batch_shards_run_as_flow_runs_of_a_work_pool(tmp_path, reproduced):
         shard_runs = json.loads(runs.stdout)
         assert len(shard_runs) == 2 and all("COMPLETED" in json.dumps(r.get("state")) for r in shard_runs), runs.stdout
     finally:
-        for proc in (worker, server):  # the worker first, or it waits on a dead server
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:  # a loaded machine: do not wait for a clean exit
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(timeout=30)
+        if worker is not None:  # before the server stops, or it waits on a dead one
+            _stop_group(worker)
