@@ -133,10 +133,11 @@ print(json.dumps({"base_mb": base / 1024, "peak_mb": peak / 1024, "shape": list(
 
 @pytest.mark.slow
 def test_a_large_image_is_translated_in_bounded_memory(trained):
-    """6144x6144 (38 MP) in 0.25-MP tiles: the growth over the loaded model and the uint8 input
-    is the uint8 output plus a strip of tiles, not the image in float (38 MP x 3 x 4 B = 450 MB,
-    before any activations)."""
-    side = 6144
+    """4608x4608 (21 MP) in 0.25-MP tiles: the growth over the loaded model and the uint8 input
+    is the uint8 output plus a strip of tiles (measured 127 MB: 61 + 66), not the image in float
+    (21 MP x 3 x 4 B = 243 MB, before any activations), so a float copy of the input or of the
+    output fails the bound below."""
+    side = 4608
     result = subprocess.run(
         [sys.executable, "-c", MEMORY_PROBE, str(trained), str(side), "0.25"],
         capture_output=True, text=True, cwd=ROOT, timeout=600, check=True,
@@ -145,4 +146,4 @@ def test_a_large_image_is_translated_in_bounded_memory(trained):
     assert probe["shape"] == [side, side, 3]
     growth = probe["peak_mb"] - probe["base_mb"]
     uint8_mb = side * side * 3 / 2**20
-    assert growth < uint8_mb + 250, probe  # output (108 MB) + one row of tiles and conversions
+    assert growth < uint8_mb + 250, probe  # output (61 MB) + one row of tiles and conversions
