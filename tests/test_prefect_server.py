@@ -1,7 +1,6 @@
 """A real Prefect server on 127.0.0.1: serve the scheduled deployment, trigger it, watch it finish."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -37,14 +36,11 @@ def _stop(proc, timeout=60):
 
 
 def _stop_group(proc):
-    """SIGTERM to the process group; SIGKILL if it has not ended in 60 s (a loaded machine)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+    """The process and everything it started (its own group), as the stack stops its services;
+    60 s before SIGKILL on a loaded machine."""
+    from pipeline.ops.processes import stop_group
+
+    stop_group(proc.pid, timeout=60)
 
 
 @pytest.fixture(scope="module")
