@@ -50,7 +50,7 @@ VARIANTS: dict[str, list[str]] = {
     "sn": ["--spectral-norm"],
     "recipe-best": ["--recipe", "best"],
     "ssim": ["--lambda-ssim", "100"],
-    "best+ssim": ["--recipe", "best", "--lambda-ssim", "100"],
+    "ema+feat+ssim": ["--ema", "0.999", "--lambda-feat", "10", "--lambda-ssim", "100"],
     # Four pairs a step at twice the rate (2e-4 x sqrt 4): more images a second on a CPU.
     "b4": B4,
     "b4+feat": [*B4, "--lambda-feat", "10"],

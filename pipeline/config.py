@@ -11,7 +11,8 @@ value in params.yaml differs from its default keeps the value from params.yaml (
 
 Recipes (pix2pix/recipes.py) work the same way and come first: `recipe: best` sets its
 model/train keys where params.yaml holds the default, before the preset sets the task's (a
-preset says the task, a recipe how to train for it).
+preset says the task, a recipe how to train for it: where both name a key, such as the batch
+size, the recipe's value stands).
 
 The `promotion` section belongs to the champion/challenger gate, which no stage runs: it is
 kept here as given and read strictly by the gate's own schema (pipeline/tracking/promotion.py),
@@ -277,14 +278,16 @@ def read_params_file(path: Path) -> dict[str, Any]:
     return params
 
 
-def with_preset(values: dict[str, Any], name: str) -> dict[str, Any]:
-    """`values` (a full config dict) with the preset's values on every key left at its default."""
+def with_preset(values: dict[str, Any], name: str, recipe: str = "paper") -> dict[str, Any]:
+    """`values` (a full config dict) with the preset's values on every key left at its default,
+    except the keys `recipe` names: a recipe value can equal the default (batch 4 is the
+    pipeline's), and the preset's task setting must not undo it."""
     if name == "none":
         return values
     defaults = PipelineConfig().to_dict()
     out = copy.deepcopy(values)
     for dotted, value in presets.get(name).items():
-        if presets.lookup(out, dotted) == presets.lookup(defaults, dotted):
+        if dotted not in recipes.get(recipe).values and presets.lookup(out, dotted) == presets.lookup(defaults, dotted):
             presets.assign(out, dotted, value)
     return out
 
@@ -297,7 +300,7 @@ def with_recipe(values: dict[str, Any], name: str) -> dict[str, Any]:
 def config_from_dict(params: dict[str, Any]) -> PipelineConfig:
     """Strictly built and validated, with the preset and the recipe applied (module docstring)."""
     explicit = build_section(PipelineConfig, params, "")
-    merged = with_preset(with_recipe(explicit.to_dict(), explicit.recipe), explicit.preset)
+    merged = with_preset(with_recipe(explicit.to_dict(), explicit.recipe), explicit.preset, explicit.recipe)
     return build_section(PipelineConfig, merged, "").validate()
 
 

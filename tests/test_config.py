@@ -114,6 +114,12 @@ def test_a_recipe_sets_the_keys_left_at_their_defaults_and_explicit_keys_win(tmp
     mine = {section: {name: "instance" if isinstance(best[key], str) else 0.5}}
     cfg = config_from_dict({"recipe": "best", "preset": "facades", **mine})
     assert getattr(getattr(cfg, section), name) == mine[section][name] and cfg.train.epochs == 100
+    # Where the recipe and the preset name the same key (facades: batch 1), the recipe's value
+    # stands, even one equal to the pipeline's default (batch 4); the task's keys are the preset's.
+    both = config_from_dict({"recipe": "best", "preset": "facades"})
+    assert all(getattr(getattr(both, k.split(".")[0]), k.split(".")[1]) == v for k, v in best.items())
+    assert both.train.batch_size == 4 and both.train.epochs == 100 and both.data.direction == "BtoA"
+    assert config_from_dict({"preset": "facades"}).train.batch_size == 1  # the paper's, without the recipe
     # The CLI: --recipe, else the config file's recipe:, and flags over both.
     cli = config_from_args(_args("--recipe", "best", "--ema", "0.9"))
     assert cli.train.ema == 0.9 and all(
