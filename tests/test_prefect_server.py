@@ -1,7 +1,6 @@
 """A real Prefect server on 127.0.0.1: serve the scheduled deployment, trigger it, watch it finish."""
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -25,19 +24,9 @@ def _wait(predicate, timeout, what):
     pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
-def _stop(proc, timeout=60):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def _stop_group(proc):
-    """The process and everything it started (its own group), as the stack stops its services;
-    60 s before SIGKILL on a loaded machine."""
+    """The process and everything it started (each runs in its own group), as the stack stops
+    its services; 60 s before SIGKILL on a loaded machine."""
     from pipeline.ops.processes import stop_group
 
     stop_group(proc.pid, timeout=60)
@@ -106,6 +95,7 @@ def test_scheduled_deployment_runs_to_completion(tmp_path, reproduced, prefect_s
             env=env,
             stdout=open(logs / "serve.log", "w"),
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its flow runs stop with it
         )
 
         def prefect(*args):
@@ -141,7 +131,7 @@ def test_scheduled_deployment_runs_to_completion(tmp_path, reproduced, prefect_s
         assert summary["decision"] == "promoted" and summary["model"]["version"] == "1"
     finally:
         if serve is not None:
-            _stop(serve)  # before the server stops, or it hangs pausing deployments on a dead server
+            _stop_group(serve)  # before the server stops, or it hangs pausing deployments on a dead server
 
 
 def test_batch_shards_run_as_flow_runs_of_a_work_pool(tmp_path, reproduced, prefect_server):
