@@ -55,6 +55,30 @@ VARIANTS: dict[str, list[str]] = {
     "b4": B4,
     "b4+feat": [*B4, "--lambda-feat", "10"],
     "b4+feat+ssim": [*B4, "--lambda-feat", "10", "--lambda-ssim", "100", "--best-metric", "ssim"],
+    # ... with L1 weighted 3x and 10x against the adversarial terms: how far test L1 falls, and
+    # what it costs in sharpness.
+    "b4+feat+ssim+l1x3": [
+        *B4,
+        "--lambda-feat",
+        "10",
+        "--lambda-ssim",
+        "100",
+        "--best-metric",
+        "ssim",
+        "--lambda-l1",
+        "300",
+    ],
+    "b4+feat+ssim+l1x10": [
+        *B4,
+        "--lambda-feat",
+        "10",
+        "--lambda-ssim",
+        "100",
+        "--best-metric",
+        "ssim",
+        "--lambda-l1",
+        "1000",
+    ],
     # Unpaired (CycleGAN, the cyclegan recipe) on the training pairs split apart: no pair is ever
     # seen together; scored against the real test pairs like every other row.
     "unpaired": ["--kind", "unpaired", "--pairs-apart"],
@@ -63,6 +87,13 @@ VARIANTS: dict[str, list[str]] = {
     "unpaired-small": UNPAIRED_SMALL,
     # ... with an EMA generator: the average of a fast-moving G is smoother, which SSIM rewards.
     "unpaired-small+ema": [*UNPAIRED_SMALL, "--ema", "0.999"],
+    # ... with U-Net generators (skip connections carry the input's layout to the output, which
+    # SSIM against the real pairs rewards), or without the identity term (a photo fed to the
+    # labels -> photo generator need not come back unchanged).
+    "unpaired-unet": ["--kind", "unpaired", "--pairs-apart", "--netG", "unet"],
+    "unpaired-small-noidt": [*UNPAIRED_SMALL, "--lambda-identity", "0"],
+    # ... with best.pt chosen on validation SSIM (the smoothed mean of the last checks).
+    "unpaired-small-noidt+ssim-best": [*UNPAIRED_SMALL, "--lambda-identity", "0", "--best-metric", "ssim"],
 }
 
 
