@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import FACADES  # noqa: E402
 
 B4 = ["--batch-size", "4", "--lr", "4e-4"]
+B4_FEAT_SSIM = [*B4, "--lambda-feat", "10", "--lambda-ssim", "100", "--best-metric", "ssim"]
 UNPAIRED_SMALL = ["--kind", "unpaired", "--pairs-apart", "--netG", "resnet_6blocks", "--ngf", "32"]
 # Each variant: the `pix2pix train` flags it adds to the paper's settings.
 VARIANTS: dict[str, list[str]] = {
@@ -54,31 +55,11 @@ VARIANTS: dict[str, list[str]] = {
     # Four pairs a step at twice the rate (2e-4 x sqrt 4): more images a second on a CPU.
     "b4": B4,
     "b4+feat": [*B4, "--lambda-feat", "10"],
-    "b4+feat+ssim": [*B4, "--lambda-feat", "10", "--lambda-ssim", "100", "--best-metric", "ssim"],
+    "b4+feat+ssim": B4_FEAT_SSIM,
     # ... with L1 weighted 3x and 10x against the adversarial terms: how far test L1 falls, and
     # what it costs in sharpness.
-    "b4+feat+ssim+l1x3": [
-        *B4,
-        "--lambda-feat",
-        "10",
-        "--lambda-ssim",
-        "100",
-        "--best-metric",
-        "ssim",
-        "--lambda-l1",
-        "300",
-    ],
-    "b4+feat+ssim+l1x10": [
-        *B4,
-        "--lambda-feat",
-        "10",
-        "--lambda-ssim",
-        "100",
-        "--best-metric",
-        "ssim",
-        "--lambda-l1",
-        "1000",
-    ],
+    "b4+feat+ssim+l1x3": [*B4_FEAT_SSIM, "--lambda-l1", "300"],
+    "b4+feat+ssim+l1x10": [*B4_FEAT_SSIM, "--lambda-l1", "1000"],
     # Unpaired (CycleGAN, the cyclegan recipe) on the training pairs split apart: no pair is ever
     # seen together; scored against the real test pairs like every other row.
     "unpaired": ["--kind", "unpaired", "--pairs-apart"],
