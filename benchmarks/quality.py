@@ -40,6 +40,7 @@ from benchmarks.common import FACADES  # noqa: E402
 B4 = ["--batch-size", "4", "--lr", "4e-4"]
 B4_FEAT_SSIM = [*B4, "--lambda-feat", "10", "--lambda-ssim", "100", "--best-metric", "ssim"]
 UNPAIRED_SMALL = ["--kind", "unpaired", "--pairs-apart", "--netG", "resnet_6blocks", "--ngf", "32"]
+UNPAIRED_SMALL_NOIDT = [*UNPAIRED_SMALL, "--lambda-identity", "0"]
 # Each variant: the `pix2pix train` flags it adds to the paper's settings.
 VARIANTS: dict[str, list[str]] = {
     "paper": [],
@@ -72,9 +73,9 @@ VARIANTS: dict[str, list[str]] = {
     # SSIM against the real pairs rewards), or without the identity term (a photo fed to the
     # labels -> photo generator need not come back unchanged).
     "unpaired-unet": ["--kind", "unpaired", "--pairs-apart", "--netG", "unet"],
-    "unpaired-small-noidt": [*UNPAIRED_SMALL, "--lambda-identity", "0"],
+    "unpaired-small-noidt": UNPAIRED_SMALL_NOIDT,
     # ... with best.pt chosen on validation SSIM (the smoothed mean of the last checks).
-    "unpaired-small-noidt+ssim-best": [*UNPAIRED_SMALL, "--lambda-identity", "0", "--best-metric", "ssim"],
+    "unpaired-small-noidt+ssim-best": [*UNPAIRED_SMALL_NOIDT, "--best-metric", "ssim"],
 }
 
 
