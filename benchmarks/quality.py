@@ -76,6 +76,8 @@ VARIANTS: dict[str, list[str]] = {
     "unpaired-small-noidt": UNPAIRED_SMALL_NOIDT,
     # ... with best.pt chosen on validation SSIM (the smoothed mean of the last checks).
     "unpaired-small-noidt+ssim-best": [*UNPAIRED_SMALL_NOIDT, "--best-metric", "ssim"],
+    # ... with a warmed-up EMA generator: G's swings from one check to the next averaged away.
+    "unpaired-small-noidt+ema": [*UNPAIRED_SMALL_NOIDT, "--ema", "0.999"],
 }
 
 

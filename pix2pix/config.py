@@ -195,7 +195,8 @@ class TrainConfig:
     ema: float = option(
         0.0,
         "decay of an exponential moving average of the generator's weights, updated after every step "
-        "and used for validation, samples and export (e.g. 0.999); 0 = off",
+        "(warmed up: min(decay, (1 + n) / (10 + n)) at update n) and used for validation, samples and "
+        "export (e.g. 0.999); 0 = off",
     )
     seed: int = option(0, "seed of the weight init, data order, augmentation and dropout")
     device: str = option("auto", "auto (cuda, then cpu), cpu, cuda, cuda:1, ...")

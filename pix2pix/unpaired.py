@@ -12,7 +12,6 @@ EMA, callbacks and SIGTERM handling are the paired model's, unchanged.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -82,7 +81,7 @@ class CycleGAN(GANModel):
         # Unconditional: each discriminator sees one domain's images alone (no input to stack).
         self.D = build_discriminator(m, 0, d.output_nc).to(device, memory_format=fmt)
         self.D_A = build_discriminator(m, 0, d.input_nc).to(device, memory_format=fmt)
-        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False) if t.ema > 0 else None
+        self.G_ema = self.average_of_G()
         # What train_step calls (DDP/compile wrappers, see `accelerate`); the generators' pass
         # goes through the bare discriminators, which get no gradient then (nothing to all-reduce).
         self.runners: dict[str, nn.Module] = {

@@ -172,13 +172,32 @@ def test_ema_update_is_the_stated_formula_and_copies_buffers(synthetic_root):
             p.fill_(3.0)
         for b in model.G.buffers():
             b.fill_(5)
+    model.update_ema()  # the first update: warm-up decay min(0.75, 1 / 10)
+    assert all(torch.allclose(p, torch.full_like(p, 0.1 * 1 + 0.9 * 3)) for p in model.G_ema.parameters())
+    assert all(torch.equal(b, torch.full_like(b, 5)) for b in model.G_ema.buffers())
+    assert model.ema_updates == 1
+    with torch.no_grad():
+        for p in model.G_ema.parameters():
+            p.fill_(1.0)
+    model.ema_updates = 100  # past the warm-up: (1 + 100) / (10 + 100) > 0.75
     model.update_ema()
     assert all(torch.allclose(p, torch.full_like(p, 0.75 * 1 + 0.25 * 3)) for p in model.G_ema.parameters())
-    assert all(torch.equal(b, torch.full_like(b, 5)) for b in model.G_ema.buffers())
     model.train()
     assert not model.G_ema.training and model.G.training  # the average is never in train mode
     with pytest.raises(ConfigError, match=r"train.ema: got 1.0; use a decay in \[0, 1\)"):
         tiny_config(ema=1.0)
+
+
+def test_ema_warm_up_forgets_the_random_init_of_a_short_run():
+    from pix2pix.model import ema_decay
+
+    assert [ema_decay(0.999, n) for n in (0, 90, 990)] == [0.1, 0.91, 0.991]
+    assert ema_decay(0.999, 10**6) == 0.999 and ema_decay(0.5, 0) == 0.1 and ema_decay(0.05, 5) == 0.05
+    # The weight the init keeps after 1,000 updates: the product of the decays.
+    kept = 1.0
+    for n in range(1000):
+        kept *= ema_decay(0.999, n)
+    assert kept < 1e-15 and 0.999**1000 > 0.36  # without the warm-up it would keep 37%
 
 
 def test_exact_resume_with_ema_and_the_ema_weights_are_what_export_ships(tmp_path, synthetic_root):
@@ -196,6 +215,7 @@ def test_exact_resume_with_ema_and_the_ema_weights_are_what_export_ships(tmp_pat
     second.fit()
     for name, tensor in straight.model.G_ema.state_dict().items():
         assert torch.equal(tensor, second.model.G_ema.state_dict()[name]), name
+    assert second.model.ema_updates == straight.model.ema_updates == straight.step  # the warm-up resumed too
     shipped, _ = generator_from_checkpoint(tmp_path / "straight/last.pt")
     for name, tensor in shipped.state_dict().items():
         assert torch.equal(tensor, straight.model.G_ema.state_dict()[name]), name
