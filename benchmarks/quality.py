@@ -61,6 +61,8 @@ VARIANTS: dict[str, list[str]] = {
     # what it costs in sharpness.
     "b4+feat+ssim+l1x3": [*B4_FEAT_SSIM, "--lambda-l1", "300"],
     "b4+feat+ssim+l1x10": [*B4_FEAT_SSIM, "--lambda-l1", "1000"],
+    # ... with a (warmed-up) EMA generator: the blur the unwarmed average showed was its init.
+    "b4+feat+ssim+ema": [*B4_FEAT_SSIM, "--ema", "0.999"],
     # Unpaired (CycleGAN, the cyclegan recipe) on the training pairs split apart: no pair is ever
     # seen together; scored against the real test pairs like every other row.
     "unpaired": ["--kind", "unpaired", "--pairs-apart"],
