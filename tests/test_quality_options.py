@@ -200,6 +200,21 @@ def test_ema_warm_up_forgets_the_random_init_of_a_short_run():
     assert kept < 1e-15 and 0.999**1000 > 0.36  # without the warm-up it would keep 37%
 
 
+def test_ema_warm_up_count_from_checkpoints_written_before_it_or_without_ema(synthetic_root):
+    from pix2pix.model import Pix2Pix
+
+    model = Pix2Pix(tiny_config(ema=0.9), torch.device("cpu"))
+    model.update_ema()
+    state = model.training_state()
+    assert state["ema_updates"] == 1
+    del state["ema_updates"]  # written before the warm-up existed: that average is past it
+    model.load_training_state(state)
+    assert model.ema_updates == 10**9
+    del state["generator_ema"]  # EMA turned on at resume: the average starts at G, warm-up at 0
+    model.load_training_state(state)
+    assert model.ema_updates == 0
+
+
 def test_exact_resume_with_ema_and_the_ema_weights_are_what_export_ships(tmp_path, synthetic_root):
     from pix2pix.data import PairedDataset
     from pix2pix.loading import generator_from_checkpoint
