@@ -74,11 +74,12 @@ class GANModel(nn.Module):
         """The generator to judge and export: the EMA one when kept, else G."""
         return self.G_ema if self.G_ema is not None else self.G
 
+    ema_updates = 0  # how many updates the average has had: its warm-up (`ema_decay`)
+
     def average_of_G(self) -> nn.Module | None:
         """With `train.ema`, the EMA generator (a copy of G, to call after G is built): weights
         averaged after every G step, buffers (BatchNorm's running statistics) copied from G,
         always in eval mode, never trained or wrapped."""
-        self.ema_updates = 0  # how many updates the average has had: its warm-up (`ema_decay`)
         if self.cfg.train.ema <= 0:
             return None
         return copy.deepcopy(self.G).eval().requires_grad_(False)
