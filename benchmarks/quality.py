@@ -63,6 +63,9 @@ VARIANTS: dict[str, list[str]] = {
     "b4+feat+ssim+l1x10": [*B4_FEAT_SSIM, "--lambda-l1", "1000"],
     # ... with a (warmed-up) EMA generator: the blur the unwarmed average showed was its init.
     "b4+feat+ssim+ema": [*B4_FEAT_SSIM, "--ema", "0.999"],
+    # ... with L1 moved from pixels to 4x4-block means (pixels 10, blocks 1000): colour and layout
+    # weighted 10x, fine texture left to the adversarial terms.
+    "b4+feat+ssim+coarse": [*B4_FEAT_SSIM, "--lambda-l1", "10", "--lambda-l1-coarse", "1000"],
     # Unpaired (CycleGAN, the cyclegan recipe) on the training pairs split apart: no pair is ever
     # seen together; scored against the real test pairs like every other row.
     "unpaired": ["--kind", "unpaired", "--pairs-apart"],

@@ -184,6 +184,12 @@ class TrainConfig:
     lambda_ssim: float = option(
         0.0, "paired: weight of an SSIM loss, lambda x (1 - SSIM(output, target)) on [0, 1] images; 0 = off"
     )
+    lambda_l1_coarse: float = option(
+        0.0,
+        "paired: weight of an L1 loss between output and target each average-pooled over l1_coarse_factor "
+        "squared pixels: colour and layout weighted without pulling fine texture towards a blurry average; 0 = off",
+    )
+    l1_coarse_factor: int = option(4, "paired: the pooling window (and stride) of lambda_l1_coarse, in pixels")
     lambda_A: float = option(10.0, "unpaired: weight of the cycle loss A -> B -> A")
     lambda_B: float = option(10.0, "unpaired: weight of the cycle loss B -> A -> B")
     lambda_identity: float = option(
@@ -254,7 +260,7 @@ class TrainConfig:
             f"{s}.budget_minutes",
             f"got {self.budget_minutes!r}; use minutes > 0, or 0 for off",
         )
-        for name in ("batch_size", "log_every", "sample_every", "best_window"):
+        for name in ("batch_size", "log_every", "sample_every", "best_window", "l1_coarse_factor"):
             v = getattr(self, name)
             require(v > 0, f"{s}.{name}", f"got {v!r}; use a positive integer")
         require(self.lr > 0, f"{s}.lr", f"got {self.lr!r}; use a positive learning rate")
@@ -264,7 +270,15 @@ class TrainConfig:
         for name in ("beta1", "beta2"):
             v = getattr(self, name)
             require(0.0 <= v < 1.0, f"{s}.{name}", f"got {v!r}; use a value in [0, 1)")
-        for name in ("lambda_l1", "lambda_ssim", "lambda_A", "lambda_B", "lambda_identity", "pool_size"):
+        for name in (
+            "lambda_l1",
+            "lambda_ssim",
+            "lambda_l1_coarse",
+            "lambda_A",
+            "lambda_B",
+            "lambda_identity",
+            "pool_size",
+        ):
             v = getattr(self, name)
             require(v >= 0, f"{s}.{name}", f"got {v!r}; use a value >= 0")
         require(0.0 <= self.ema < 1.0, f"{s}.ema", f"got {self.ema!r}; use a decay in [0, 1), e.g. 0.999, or 0 for off")
@@ -287,8 +301,17 @@ class Config:
         self.model.validate()
         self.train.validate()
         self._check_scales()
+        self._check_coarse()
         self._check_kind()
         return self
+
+    def _check_coarse(self) -> None:
+        t, size = self.train, self.data.crop_size
+        require(
+            t.lambda_l1_coarse == 0 or t.l1_coarse_factor <= size // 2,
+            "train.l1_coarse_factor",
+            f"{t.l1_coarse_factor} pools a {size}-pixel crop to less than 2 x 2; use at most {size // 2}",
+        )
 
     def _check_kind(self) -> None:
         d, m, t = self.data, self.model, self.train
@@ -304,6 +327,11 @@ class Config:
             t.lambda_ssim == 0,
             "train.lambda_ssim",
             "the SSIM loss compares an output with its target, which unpaired training has not; set it to 0",
+        )
+        require(
+            t.lambda_l1_coarse == 0,
+            "train.lambda_l1_coarse",
+            "the coarse L1 loss compares an output with its target, which unpaired training has not; set it to 0",
         )
         require(
             t.lambda_identity == 0 or d.input_nc == d.output_nc,

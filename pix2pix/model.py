@@ -20,15 +20,16 @@ from torch import nn
 
 from .config import Config
 from .distributed import DistContext
-from .losses import GANLoss, discriminator_loss, feature_matching_loss, l1_loss, ssim_loss
+from .losses import GANLoss, coarse_l1_loss, discriminator_loss, feature_matching_loss, l1_loss, ssim_loss
 from .networks import build_discriminator, build_generator, count_parameters
 from .performance import autocast_dtype, use_channels_last
 
 # What one training step reports, in this order: the keys of `train_step`'s result, of the
 # loss metrics sent to callbacks (MLflow, DVC metrics and plots) and of metrics/train.json.
-# G_feat only when feature matching is on (model.lambda_feat > 0), G_SSIM only with train.lambda_ssim.
+# G_feat only when feature matching is on (model.lambda_feat > 0), G_SSIM only with train.lambda_ssim,
+# G_L1_coarse only with train.lambda_l1_coarse.
 # G_cycle and G_idt: the unpaired model's (pix2pix.unpaired), instead of G_L1.
-LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake", "G_feat", "G_SSIM", "G_cycle", "G_idt")
+LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake", "G_feat", "G_SSIM", "G_L1_coarse", "G_cycle", "G_idt")
 
 
 def linear_decay(epochs: int, epochs_decay: int):
@@ -214,7 +215,8 @@ class Pix2Pix(GANModel):
             fake_b = run["G"](real_a)
 
         m = self.cfg.model
-        matching, structural = m.lambda_feat > 0, self.cfg.train.lambda_ssim > 0
+        t = self.cfg.train
+        matching, structural, coarse = m.lambda_feat > 0, t.lambda_ssim > 0, t.lambda_l1_coarse > 0
         # Discriminator: real pairs towards 1, generated pairs towards 0.
         self.D.requires_grad_(True)
         self.opt_D.zero_grad(set_to_none=True)
@@ -236,14 +238,17 @@ class Pix2Pix(GANModel):
             if matching:
                 pred_fake, fake_feats = pred_fake
             loss_g_gan = self.gan_loss(pred_fake, True, for_discriminator=False)
-            loss_g_l1 = l1_loss(fake_b, real_b, self.cfg.train.lambda_l1)
+            loss_g_l1 = l1_loss(fake_b, real_b, t.lambda_l1)
             loss_g = loss_g_gan + loss_g_l1
             if matching:
                 loss_g_feat = feature_matching_loss(real_feats, fake_feats, m.n_layers_D, m.lambda_feat)
                 loss_g = loss_g + loss_g_feat
             if structural:
-                loss_g_ssim = ssim_loss(fake_b, real_b, self.cfg.train.lambda_ssim)
+                loss_g_ssim = ssim_loss(fake_b, real_b, t.lambda_ssim)
                 loss_g = loss_g + loss_g_ssim
+            if coarse:
+                loss_g_coarse = coarse_l1_loss(fake_b, real_b, t.l1_coarse_factor, t.lambda_l1_coarse)
+                loss_g = loss_g + loss_g_coarse
         self.scaler.scale(loss_g).backward()
         self.scaler.step(self.opt_G)
         self.scaler.update()
@@ -253,4 +258,6 @@ class Pix2Pix(GANModel):
             losses["G_feat"] = loss_g_feat
         if structural:
             losses["G_SSIM"] = loss_g_ssim
+        if coarse:
+            losses["G_L1_coarse"] = loss_g_coarse
         return {name: loss.detach() for name, loss in losses.items()}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pix2pix.config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig, patch_receptive_fields
-from pix2pix.losses import GANLoss, feature_matching_loss, ssim_loss
+from pix2pix.losses import GANLoss, coarse_l1_loss, feature_matching_loss, l1_loss, ssim_loss
 from pix2pix.networks import (
     MultiscaleDiscriminator,
     PatchDiscriminator,
@@ -137,6 +137,48 @@ def test_the_ssim_loss_trains_paired_and_is_refused_unpaired_in_one_line(synthet
     values = cfg.to_dict()
     values["model"]["kind"], values["train"]["lambda_ssim"] = "unpaired", 10.0
     with pytest.raises(ConfigError, match=r"^train.lambda_ssim: .*set it to 0$"):
+        Config.from_dict(values)
+
+
+def test_coarse_l1_is_blind_to_texture_inside_a_block_and_sees_its_colour():
+    target = torch.zeros(1, 3, 8, 8)
+    checker = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2 * 2.0 - 1.0  # +-1, mean 0 per 2x2 block
+    textured = target + checker  # a different texture, the same block means
+    assert float(l1_loss(textured, target, 1.0)) == pytest.approx(1.0)  # full resolution: every pixel off by 1
+    assert float(coarse_l1_loss(textured, target, 2, 100.0)) == pytest.approx(0.0)
+    shifted = target.clone()
+    shifted[..., :4, :4] = 0.5  # one 4x4 quadrant brighter: a colour error the pooled images keep
+    assert float(coarse_l1_loss(shifted, target, 4, 100.0)) == pytest.approx(100.0 * 0.5 / 4)
+    fake = shifted.clone().requires_grad_(True)
+    coarse_l1_loss(fake, target, 4, 100.0).backward()
+    assert torch.allclose(fake.grad[..., :4, :4], torch.full((1, 3, 4, 4), 100.0 / (4 * 3 * 16)))
+
+
+def test_the_coarse_l1_trains_paired_and_bad_settings_get_one_line(synthetic_root):
+    from pix2pix.data import PairedDataset
+    from pix2pix.model import Pix2Pix
+
+    cfg = tiny_config(lambda_l1_coarse=30.0, l1_coarse_factor=8, amp="false").validate()
+    model = Pix2Pix(cfg, torch.device("cpu"))
+    batch = PairedDataset(synthetic_root / "train", cfg.data)[0]
+    a, b = batch["input"][None], batch["target"][None]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        expected = float(coarse_l1_loss(model.G(a), b, 8, 30.0))  # dropout draws replayed below
+    torch.manual_seed(0)
+    losses = model.train_step(a, b)
+    assert float(losses["G_L1_coarse"]) == pytest.approx(expected, rel=1e-4) and float(losses["G_L1_coarse"]) > 0
+    assert "G_L1_coarse" not in Pix2Pix(tiny_config(amp="false").validate(), torch.device("cpu")).train_step(a, b)
+    values = cfg.to_dict()
+    values["model"]["kind"] = "unpaired"
+    with pytest.raises(ConfigError, match=r"^train.lambda_l1_coarse: .*set it to 0$"):
+        Config.from_dict(values)
+    values = cfg.to_dict()
+    values["train"]["l1_coarse_factor"] = cfg.data.crop_size
+    with pytest.raises(ConfigError, match=rf"^train.l1_coarse_factor: .*use at most {cfg.data.crop_size // 2}$"):
+        Config.from_dict(values)
+    values["train"]["l1_coarse_factor"] = 0
+    with pytest.raises(ConfigError, match=r"^train.l1_coarse_factor: got 0; use a positive integer$"):
         Config.from_dict(values)
 
 
