@@ -66,6 +66,8 @@ VARIANTS: dict[str, list[str]] = {
     # ... with L1 moved from pixels to 4x4-block means (pixels 10, blocks 1000): colour and layout
     # weighted 10x, fine texture left to the adversarial terms.
     "b4+feat+ssim+coarse": [*B4_FEAT_SSIM, "--lambda-l1", "10", "--lambda-l1-coarse", "1000"],
+    # ... and with no pixel L1 at all: only the block means are held to the target.
+    "b4+feat+ssim+coarse-only": [*B4_FEAT_SSIM, "--lambda-l1", "0", "--lambda-l1-coarse", "1000"],
     # Unpaired (CycleGAN, the cyclegan recipe) on the training pairs split apart: no pair is ever
     # seen together; scored against the real test pairs like every other row.
     "unpaired": ["--kind", "unpaired", "--pairs-apart"],
