@@ -63,8 +63,8 @@ VARIANTS: dict[str, list[str]] = {
     "b4+feat+ssim+l1x10": [*B4_FEAT_SSIM, "--lambda-l1", "1000"],
     # ... with a (warmed-up) EMA generator: the blur the unwarmed average showed was its init.
     "b4+feat+ssim+ema": [*B4_FEAT_SSIM, "--ema", "0.999"],
-    # ... with L1 moved from pixels to 4x4-block means (pixels 10, blocks 1000): colour and layout
-    # weighted 10x, fine texture left to the adversarial terms.
+    # ... with L1 moved from pixels to 4x4-block means (pixels 10, blocks 1000, where the recipe
+    # has pixels 100): colour and layout held tight, fine texture left to the adversarial terms.
     "b4+feat+ssim+coarse": [*B4_FEAT_SSIM, "--lambda-l1", "10", "--lambda-l1-coarse", "1000"],
     # ... and with no pixel L1 at all: only the block means are held to the target.
     "b4+feat+ssim+coarse-only": [*B4_FEAT_SSIM, "--lambda-l1", "0", "--lambda-l1-coarse", "1000"],
