@@ -323,16 +323,12 @@ class Config:
             "model.lambda_feat",
             "feature matching compares real and fake pairs, which unpaired training has not; set it to 0",
         )
-        require(
-            t.lambda_ssim == 0,
-            "train.lambda_ssim",
-            "the SSIM loss compares an output with its target, which unpaired training has not; set it to 0",
-        )
-        require(
-            t.lambda_l1_coarse == 0,
-            "train.lambda_l1_coarse",
-            "the coarse L1 loss compares an output with its target, which unpaired training has not; set it to 0",
-        )
+        for key, loss in (("lambda_ssim", "the SSIM loss"), ("lambda_l1_coarse", "the coarse L1 loss")):
+            require(
+                getattr(t, key) == 0,
+                f"train.{key}",
+                f"{loss} compares an output with its target, which unpaired training has not; set it to 0",
+            )
         require(
             t.lambda_identity == 0 or d.input_nc == d.output_nc,
             "train.lambda_identity",
