@@ -26,11 +26,15 @@ RECIPES: dict[str, Recipe] = {
     "paper": Recipe("the paper's: U-Net, one 70x70 PatchGAN, cGAN + 100 x L1, Adam 2e-4 (the defaults)", {}),
     "best": Recipe(
         "measured best at equal time on facades and edges -> photo (benchmarks/quality.py): the paper's networks, "
-        "pix2pixHD discriminator feature matching (lambda_feat 10), an SSIM term (lambda_ssim 100), batch 4 at "
-        "lr 4e-4, best.pt chosen on validation SSIM",
+        "pix2pixHD discriminator feature matching (lambda_feat 10), an SSIM term (lambda_ssim 100), L1 on 4x4-block "
+        "means in place of pixel L1 (lambda_l1 0, lambda_l1_coarse 1000), batch 4 at lr 4e-4, best.pt chosen on "
+        "validation SSIM",
         {
             "model.lambda_feat": 10.0,
             "train.lambda_ssim": 100.0,
+            # Pixels are left to the adversarial terms; colour and layout are held at 4x4-block scale.
+            "train.lambda_l1": 0.0,
+            "train.lambda_l1_coarse": 1000.0,
             "train.batch_size": 4,
             "train.lr": 4e-4,
             "train.best_metric": "ssim",
