@@ -125,6 +125,10 @@ def test_a_recipe_sets_the_keys_left_at_their_defaults_and_explicit_keys_win(tmp
     assert cli.train.ema == 0.9 and all(
         getattr(getattr(cli, k.split(".")[0]), k.split(".")[1]) == v for k, v in best.items() if k != "train.ema"
     )
+    # A flag wins even when it names the default value: the way back to pixel L1 under recipe best.
+    assert best["train.lambda_l1"] == 0 and best["train.lambda_l1_coarse"] > 0
+    pixels = config_from_args(_args("--recipe", "best", "--lambda-l1", "100", "--lambda-l1-coarse", "0"))
+    assert (pixels.train.lambda_l1, pixels.train.lambda_l1_coarse, pixels.train.lambda_ssim) == (100, 0, 100)
     params = tmp_path / "params.yaml"
     params.write_text((ROOT / "params.yaml").read_text().replace("recipe: paper", "recipe: best"))
     from_file = config_from_args(_args("--config", str(params)))
