@@ -39,6 +39,7 @@ from benchmarks.common import FACADES  # noqa: E402
 
 B4 = ["--batch-size", "4", "--lr", "4e-4"]
 B4_FEAT_SSIM = [*B4, "--lambda-feat", "10", "--lambda-ssim", "100", "--best-metric", "ssim"]
+COARSE_ONLY = ["--lambda-l1", "0", "--lambda-l1-coarse", "1000"]  # L1 on 4x4-block means, none on pixels
 UNPAIRED_SMALL = ["--kind", "unpaired", "--pairs-apart", "--netG", "resnet_6blocks", "--ngf", "32"]
 UNPAIRED_SMALL_NOIDT = [*UNPAIRED_SMALL, "--lambda-identity", "0"]
 # Each variant: the `pix2pix train` flags it adds to the paper's settings.
@@ -67,14 +68,11 @@ VARIANTS: dict[str, list[str]] = {
     # has pixels 100): colour and layout held tight, fine texture left to the adversarial terms.
     "b4+feat+ssim+coarse": [*B4_FEAT_SSIM, "--lambda-l1", "10", "--lambda-l1-coarse", "1000"],
     # ... and with no pixel L1 at all: only the block means are held to the target.
-    "b4+feat+ssim+coarse-only": [*B4_FEAT_SSIM, "--lambda-l1", "0", "--lambda-l1-coarse", "1000"],
+    "b4+feat+ssim+coarse-only": [*B4_FEAT_SSIM, *COARSE_ONLY],
     # ... with the SSIM term at 30 instead of 100: SSIM's structure term lowers the output's
     # contrast where the structure is uncertain, so a weaker term should leave more texture.
-    "b4+feat+ssim30+coarse-only": [
-        *B4,
-        *("--lambda-feat", "10", "--lambda-ssim", "30", "--best-metric", "ssim"),
-        *("--lambda-l1", "0", "--lambda-l1-coarse", "1000"),
-    ],
+    # (argparse keeps a flag's last value, so the later --lambda-ssim wins.)
+    "b4+feat+ssim30+coarse-only": [*B4_FEAT_SSIM, *COARSE_ONLY, "--lambda-ssim", "30"],
     # Unpaired (CycleGAN, the cyclegan recipe) on the training pairs split apart: no pair is ever
     # seen together; scored against the real test pairs like every other row.
     "unpaired": ["--kind", "unpaired", "--pairs-apart"],
